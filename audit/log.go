@@ -1,0 +1,186 @@
+package audit
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/trustamp/trustamp/storage/state"
+)
+
+// Record is what a caller knows about a trust operation; Append assigns its
+// sequence number, time and hashes.
+type Record struct {
+	// Actor is who did it: "admin:<token id>", "agent:<uid>", "system".
+	Actor string
+	// Action is a dotted verb, e.g. "cert.issue", "agent.impersonation".
+	Action string
+	// Subject is what it was done to: an agent uid, a serial, a release.
+	Subject string
+	// Details is any value that marshals to a JSON object. Never put secrets
+	// or private keys here: the log is exported to auditors.
+	Details any
+}
+
+// AppendTx is what Append needs from a transaction; *state.Tx has it. The
+// caller passes the transaction that makes the change being audited, so the
+// two commit together.
+type AppendTx interface {
+	AuditHead(ctx context.Context) (int64, []byte, error)
+	InsertAuditEntry(ctx context.Context, r state.AuditRow) error
+}
+
+// Config configures a Log.
+type Config struct {
+	// Clock returns the current time. Nil means time.Now.
+	Clock func() time.Time
+	// Key signs checkpoints. Nil means the Log can append but not checkpoint.
+	Key ed25519.PrivateKey
+	// Logger receives checkpoint loop errors. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Log appends to the chain and signs checkpoints.
+type Log struct {
+	clock  func() time.Time
+	key    ed25519.PrivateKey
+	keyID  string
+	logger *slog.Logger
+}
+
+// New returns a Log.
+func New(cfg Config) *Log {
+	l := &Log{clock: cfg.Clock, key: cfg.Key, logger: cfg.Logger}
+	if l.clock == nil {
+		l.clock = time.Now
+	}
+	if l.logger == nil {
+		l.logger = slog.Default()
+	}
+	if l.key != nil {
+		l.keyID = KeyID(l.key.Public().(ed25519.PublicKey))
+	}
+	return l
+}
+
+// Append writes r as the next entry of the chain inside tx.
+func (l *Log) Append(ctx context.Context, tx AppendTx, r Record) (Entry, error) {
+	if r.Actor == "" || r.Action == "" {
+		return Entry{}, fmt.Errorf("audit: append: actor and action are required (got %q, %q)", r.Actor, r.Action)
+	}
+	details := []byte("{}")
+	if r.Details != nil {
+		raw, err := json.Marshal(r.Details)
+		if err != nil {
+			return Entry{}, fmt.Errorf("audit: append %s: details: %w", r.Action, err)
+		}
+		if details, err = canonicalJSON(raw); err != nil {
+			return Entry{}, fmt.Errorf("audit: append %s: details: %w", r.Action, err)
+		}
+		if len(details) == 0 || details[0] != '{' {
+			return Entry{}, fmt.Errorf("audit: append %s: details must be a JSON object", r.Action)
+		}
+	}
+	seq, prev, err := tx.AuditHead(ctx)
+	if err != nil {
+		return Entry{}, fmt.Errorf("audit: append %s: %w", r.Action, err)
+	}
+	e := Entry{
+		Seq:      seq + 1,
+		Time:     l.clock().UTC().Truncate(time.Microsecond),
+		Actor:    r.Actor,
+		Action:   r.Action,
+		Subject:  r.Subject,
+		Details:  details,
+		PrevHash: prev,
+	}
+	if e.Hash, err = ComputeHash(e); err != nil {
+		return Entry{}, err
+	}
+	row := state.AuditRow{
+		Seq: e.Seq, Time: e.Time, Actor: e.Actor, Action: e.Action, Subject: e.Subject,
+		Details: string(e.Details), PrevHash: e.PrevHash, Hash: e.Hash,
+	}
+	if err := tx.InsertAuditEntry(ctx, row); err != nil {
+		return Entry{}, fmt.Errorf("audit: append %s: %w", r.Action, err)
+	}
+	return e, nil
+}
+
+// Updater runs a read-write transaction; *state.Store is one.
+type Updater interface {
+	Update(ctx context.Context, fn func(*state.Tx) error) error
+}
+
+// Checkpoint signs the current head of the chain if it moved since the last
+// checkpoint. It reports whether it wrote one. Replicas may all call it: the
+// chain lock taken by AuditHead makes one of them win and the others see no
+// new entries.
+func (l *Log) Checkpoint(ctx context.Context, store Updater) (Checkpoint, bool, error) {
+	if l.key == nil {
+		return Checkpoint{}, false, errors.New("audit: checkpoint: no audit key configured")
+	}
+	var (
+		cp      Checkpoint
+		written bool
+	)
+	err := store.Update(ctx, func(tx *state.Tx) error {
+		seq, head, err := tx.AuditHead(ctx)
+		if err != nil || seq == 0 {
+			return err
+		}
+		last, err := tx.LatestCheckpoint(ctx)
+		switch {
+		case errors.Is(err, state.ErrNotFound):
+		case err != nil:
+			return err
+		case last.Seq >= seq:
+			return nil
+		}
+		cp = Checkpoint{Seq: seq, HeadHash: head, Time: l.clock().UTC().Truncate(time.Microsecond), KeyID: l.keyID}
+		cp.Signature = ed25519.Sign(l.key, cp.signedMessage())
+		written = true
+		return tx.InsertCheckpoint(ctx, state.CheckpointRow{
+			Seq: cp.Seq, HeadHash: cp.HeadHash, Time: cp.Time, KeyID: cp.KeyID, Signature: cp.Signature,
+		})
+	})
+	if err != nil {
+		return Checkpoint{}, false, fmt.Errorf("audit: checkpoint: %w", err)
+	}
+	return cp, written, nil
+}
+
+// RunCheckpoints checkpoints every interval until ctx ends, and once more on
+// the way out so a clean shutdown leaves the whole chain signed. tick is
+// injected so tests drive it without waiting; nil means a real ticker.
+func (l *Log) RunCheckpoints(ctx context.Context, store Updater, interval time.Duration, tick <-chan time.Time) error {
+	if tick == nil {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if _, _, err := l.Checkpoint(final, store); err != nil {
+				l.logger.Error("final audit checkpoint failed", "err", err)
+			}
+			return nil
+		case <-tick:
+			if cp, ok, err := l.Checkpoint(ctx, store); err != nil {
+				if ctx.Err() != nil {
+					continue // shutting down: the final checkpoint follows
+				}
+				l.logger.Error("audit checkpoint failed", "err", err)
+			} else if ok {
+				l.logger.Debug("audit checkpoint", "seq", cp.Seq, "head", cp.HeadHash.String())
+			}
+		}
+	}
+}

@@ -1,0 +1,219 @@
+// Package config holds trustamp's configuration: one YAML file whose every key
+// has a safe default, so an empty file (or none at all) yields a working,
+// strict server. Unknown keys are refused rather than ignored, because a typo
+// in a security setting that silently falls back to a default is worse than a
+// server that will not start.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// FileName is the config file's name inside a data dir; `--config` overrides it.
+const FileName = "trustamp.yaml"
+
+// Config is the whole configuration. The zero value of every field means "use
+// the default" (see Default), so partial files work.
+type Config struct {
+	// TrustDomain names the SPIFFE trust domain agent identities live in.
+	// Empty means "trustamp.local".
+	TrustDomain string `yaml:"trust_domain"`
+	OpAMP       OpAMP  `yaml:"opamp"`
+	Admin       Admin  `yaml:"admin"`
+	State       State  `yaml:"state"`
+	Audit       Audit  `yaml:"audit"`
+	Log         Log    `yaml:"log"`
+}
+
+// OpAMP configures the agent-facing listener.
+type OpAMP struct {
+	// Addr is the listen address of the OpAMP listener. Empty means ":4320",
+	// the port the OpAMP specification recommends.
+	Addr string `yaml:"addr"`
+}
+
+// Admin configures the operator-facing listener.
+type Admin struct {
+	// Addr is the admin API's listen address. Empty means "127.0.0.1:4321":
+	// loopback, so the admin API is never exposed by accident.
+	Addr string `yaml:"addr"`
+}
+
+// State selects and configures the state store.
+type State struct {
+	// Driver is "sqlite" (default, one replica) or "postgres" (several replicas).
+	Driver   string   `yaml:"driver"`
+	SQLite   SQLite   `yaml:"sqlite"`
+	Postgres Postgres `yaml:"postgres"`
+}
+
+// SQLite configures the embedded database.
+type SQLite struct {
+	// Path of the database file; relative paths are inside the data dir.
+	// Empty means "state.db".
+	Path string `yaml:"path"`
+	// BusyTimeout bounds how long a query waits for a lock. Zero means 5s.
+	BusyTimeout time.Duration `yaml:"busy_timeout"`
+}
+
+// Postgres configures the shared database used by several replicas.
+type Postgres struct {
+	// DSN is a libpq-style URL or key=value string. It carries a password, so
+	// prefer the environment variable TRUSTAMP_POSTGRES_DSN, which overrides it.
+	DSN string `yaml:"dsn"`
+	// MaxConns caps the connection pool. Zero means 10.
+	MaxConns int `yaml:"max_conns"`
+}
+
+// Audit configures the tamper-evident audit log.
+type Audit struct {
+	// CheckpointInterval is how often the head of the hash chain is signed
+	// with the audit key, when new entries exist. Zero means 1m. The interval
+	// bounds how many trailing entries an attacker with database access could
+	// drop without a signed checkpoint noticing.
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+}
+
+// Log configures the server's structured logs.
+type Log struct {
+	// Level is debug, info, warn or error. Empty means info.
+	Level string `yaml:"level"`
+	// Format is text or json. Empty means text.
+	Format string `yaml:"format"`
+}
+
+// Default returns the configuration an empty file produces.
+func Default() Config {
+	return Config{
+		TrustDomain: "trustamp.local",
+		OpAMP:       OpAMP{Addr: ":4320"},
+		Admin:       Admin{Addr: "127.0.0.1:4321"},
+		State: State{
+			Driver:   "sqlite",
+			SQLite:   SQLite{Path: "state.db", BusyTimeout: 5 * time.Second},
+			Postgres: Postgres{MaxConns: 10},
+		},
+		Audit: Audit{CheckpointInterval: time.Minute},
+		Log:   Log{Level: "info", Format: "text"},
+	}
+}
+
+// Load reads the file at path, applies defaults and environment overrides,
+// and validates the result. A missing file is not an error: defaults apply.
+// getenv is injected so tests do not depend on the process environment.
+func Load(path string, getenv func(string) string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return Config{}, fmt.Errorf("config: read %s: %w", path, err)
+	}
+	cfg, err := Parse(data, getenv)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes YAML bytes, applies defaults and environment overrides, and
+// validates the result.
+func Parse(data []byte, getenv func(string) string) (Config, error) {
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, fmt.Errorf("%w (every key is documented in README.md)", err)
+	}
+	cfg.applyDefaults()
+	cfg.applyEnv(getenv)
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+func (c *Config) applyDefaults() {
+	d := Default()
+	setString(&c.TrustDomain, d.TrustDomain)
+	setString(&c.OpAMP.Addr, d.OpAMP.Addr)
+	setString(&c.Admin.Addr, d.Admin.Addr)
+	setString(&c.State.Driver, d.State.Driver)
+	setString(&c.State.SQLite.Path, d.State.SQLite.Path)
+	if c.State.SQLite.BusyTimeout == 0 {
+		c.State.SQLite.BusyTimeout = d.State.SQLite.BusyTimeout
+	}
+	if c.State.Postgres.MaxConns == 0 {
+		c.State.Postgres.MaxConns = d.State.Postgres.MaxConns
+	}
+	if c.Audit.CheckpointInterval == 0 {
+		c.Audit.CheckpointInterval = d.Audit.CheckpointInterval
+	}
+	setString(&c.Log.Level, d.Log.Level)
+	setString(&c.Log.Format, d.Log.Format)
+}
+
+// EnvPostgresDSN overrides state.postgres.dsn, so the password need not be
+// written into the config file.
+const EnvPostgresDSN = "TRUSTAMP_POSTGRES_DSN"
+
+func (c *Config) applyEnv(getenv func(string) string) {
+	if getenv == nil {
+		return
+	}
+	if v := getenv(EnvPostgresDSN); v != "" {
+		c.State.Postgres.DSN = v
+	}
+}
+
+// Validate reports the first setting that cannot work, naming its key.
+func (c *Config) Validate() error {
+	switch c.State.Driver {
+	case "sqlite":
+	case "postgres":
+		if c.State.Postgres.DSN == "" {
+			return fmt.Errorf("state.postgres.dsn: required when state.driver is postgres (or set %s)", EnvPostgresDSN)
+		}
+	default:
+		return fmt.Errorf("state.driver: %q is not one of sqlite, postgres", c.State.Driver)
+	}
+	if c.State.SQLite.BusyTimeout < 0 {
+		return fmt.Errorf("state.sqlite.busy_timeout: must not be negative")
+	}
+	if c.State.Postgres.MaxConns < 0 {
+		return fmt.Errorf("state.postgres.max_conns: must not be negative")
+	}
+	if c.Audit.CheckpointInterval < time.Second {
+		return fmt.Errorf("audit.checkpoint_interval: %s is below the 1s minimum", c.Audit.CheckpointInterval)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level: %q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return fmt.Errorf("log.format: %q is not one of text, json", c.Log.Format)
+	}
+	return nil
+}
+
+// ResolvePath makes a config path relative to the data dir absolute.
+func ResolvePath(dataDir, p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dataDir, p)
+}
+
+func setString(dst *string, def string) {
+	if *dst == "" {
+		*dst = def
+	}
+}

@@ -1,0 +1,47 @@
+package config
+
+// Template is the config file `trustamp init` writes: every key, commented,
+// at its default. config_test.go checks that it parses to Default(), so the
+// file and the code cannot drift apart.
+const Template = `# trustamp configuration. Every key is optional; the values shown are the
+# defaults. Unknown keys are an error. Reference: README.md, "Configuration".
+
+# SPIFFE trust domain of agent identities:
+# spiffe://<trust_domain>/agent/<instance_uid>
+trust_domain: trustamp.local
+
+opamp:
+  # Listen address for agents (OpAMP over WebSocket and HTTP, path /v1/opamp).
+  addr: ":4320"
+
+admin:
+  # Listen address of the admin API. Keep it on loopback unless a TLS-terminating
+  # proxy in front of it is the only way in.
+  addr: "127.0.0.1:4321"
+
+state:
+  # sqlite (one replica) or postgres (several replicas sharing one database).
+  driver: sqlite
+  sqlite:
+    # Database file; relative paths are inside the data dir.
+    path: state.db
+    # How long a query waits for a lock before failing.
+    busy_timeout: 5s
+  postgres:
+    # Connection string. Prefer the environment variable TRUSTAMP_POSTGRES_DSN,
+    # which overrides this key, so the password stays out of this file.
+    dsn: ""
+    # Maximum connections in the pool.
+    max_conns: 10
+
+audit:
+  # How often the head of the audit hash chain is signed with the audit key
+  # (only when new entries exist). Minimum 1s.
+  checkpoint_interval: 1m
+
+log:
+  # debug, info, warn or error.
+  level: info
+  # text or json.
+  format: text
+`

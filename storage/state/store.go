@@ -1,0 +1,161 @@
+// Package state is trustamp's persistent state: agents, certificates, tokens,
+// releases and the audit chain, behind one Store with two backends. SQLite
+// (pure Go, WAL) serves a single replica with no setup; PostgreSQL serves
+// several replicas sharing one database. Both run the same SQL through
+// database/sql, differing only in the few places a dialect must (placeholders,
+// locking), so the contract suite in statetest proves them equivalent.
+//
+// Every change to trust state happens inside Update, and the caller writes its
+// audit entry through the same *Tx, so a change and its audit entry commit or
+// roll back together.
+package state
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Sentinel errors. Callers test them with errors.Is; transports translate them
+// at the edge.
+var (
+	// ErrNotFound means the row asked for does not exist.
+	ErrNotFound = errors.New("state: not found")
+	// ErrConflict means a write collided with a unique constraint.
+	ErrConflict = errors.New("state: conflict")
+)
+
+// Config selects a backend. Its zero value is not usable: SQLitePath or
+// PostgresDSN must be set.
+type Config struct {
+	// Driver is "sqlite" or "postgres". Empty means "sqlite".
+	Driver string
+	// SQLitePath is the database file, created 0600 if missing.
+	SQLitePath string
+	// BusyTimeout bounds how long SQLite waits for a lock. Zero means 5s.
+	BusyTimeout time.Duration
+	// PostgresDSN is the connection string for the postgres driver.
+	PostgresDSN string
+	// MaxConns caps the PostgreSQL pool. Zero means 10.
+	MaxConns int
+}
+
+// Store is an open database with its migrations applied. It is safe for
+// concurrent use.
+type Store struct {
+	write *sql.DB // every Update runs here
+	read  *sql.DB // every View runs here; the same pool as write on PostgreSQL
+	d     dialect
+}
+
+// Open connects to the configured backend and applies pending migrations. It
+// refuses a database whose schema is newer than this binary knows, so an
+// accidental downgrade cannot write rows the newer schema would misread.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	var (
+		s   *Store
+		err error
+	)
+	switch cfg.Driver {
+	case "", "sqlite":
+		s, err = openSQLite(cfg)
+	case "postgres":
+		s, err = openPostgres(ctx, cfg)
+	default:
+		return nil, fmt.Errorf("state: unknown driver %q (want sqlite or postgres)", cfg.Driver)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := s.migrate(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Driver names the backend: "sqlite" or "postgres".
+func (s *Store) Driver() string { return s.d.name }
+
+// Close releases the database handles.
+func (s *Store) Close() error {
+	err := s.write.Close()
+	if s.read != s.write {
+		err = errors.Join(err, s.read.Close())
+	}
+	return err
+}
+
+// Ping checks that the database answers; /healthz uses it.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.write.PingContext(ctx); err != nil {
+		return fmt.Errorf("state: ping %s: %w", s.d.name, err)
+	}
+	return nil
+}
+
+// Update runs fn in a read-write transaction and commits if fn returns nil.
+// On SQLite, writers are serialised (one connection, BEGIN IMMEDIATE), so fn
+// must not call Update itself.
+func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
+	return s.run(ctx, s.write, nil, fn)
+}
+
+// View runs fn in a read-only transaction: a consistent snapshot that never
+// blocks writers.
+func (s *Store) View(ctx context.Context, fn func(*Tx) error) error {
+	return s.run(ctx, s.read, &sql.TxOptions{ReadOnly: s.d.readOnlyTx}, fn)
+}
+
+func (s *Store) run(ctx context.Context, db *sql.DB, opts *sql.TxOptions, fn func(*Tx) error) (err error) {
+	sqlTx, err := db.BeginTx(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("state: begin: %w", err)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			_ = sqlTx.Rollback()
+			panic(p)
+		}
+	}()
+	if err := fn(&Tx{tx: sqlTx, d: s.d}); err != nil {
+		if rbErr := sqlTx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) {
+			return errors.Join(err, fmt.Errorf("state: rollback: %w", rbErr))
+		}
+		return err
+	}
+	if err := sqlTx.Commit(); err != nil {
+		return fmt.Errorf("state: commit: %w", s.d.translate(err))
+	}
+	return nil
+}
+
+// Tx is one transaction. Its methods are grouped by domain in this package's
+// files; consumers declare the few they call as an interface of their own.
+type Tx struct {
+	tx *sql.Tx
+	d  dialect
+}
+
+func (tx *Tx) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	res, err := tx.tx.ExecContext(ctx, tx.d.rebind(query), args...)
+	return res, tx.d.translate(err)
+}
+
+func (tx *Tx) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	rows, err := tx.tx.QueryContext(ctx, tx.d.rebind(query), args...)
+	return rows, tx.d.translate(err)
+}
+
+func (tx *Tx) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	return tx.tx.QueryRowContext(ctx, tx.d.rebind(query), args...)
+}
+
+// micros and fromMicros store times as integer microseconds since the Unix
+// epoch in UTC: the precision both backends keep exactly, so a value read back
+// hashes the same as the value written (the audit chain depends on it).
+func micros(t time.Time) int64 { return t.UnixMicro() }
+
+func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }

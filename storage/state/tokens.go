@@ -1,0 +1,87 @@
+package state
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// AdminToken is an admin API credential. Only a hash of the secret is kept,
+// so a copy of the database does not grant access.
+type AdminToken struct {
+	ID        string
+	Name      string
+	Role      string
+	Hash      []byte
+	CreatedAt time.Time
+	RevokedAt time.Time // zero while the token is valid
+}
+
+// InsertAdminToken stores a new token; a duplicate ID or hash is ErrConflict.
+func (tx *Tx) InsertAdminToken(ctx context.Context, t AdminToken) error {
+	_, err := tx.exec(ctx, `INSERT INTO admin_tokens (id, name, role, token_hash, created_at_us) VALUES (?, ?, ?, ?, ?)`,
+		t.ID, t.Name, t.Role, t.Hash, micros(t.CreatedAt))
+	if err != nil {
+		return fmt.Errorf("state: insert admin token %s: %w", t.ID, err)
+	}
+	return nil
+}
+
+// AdminTokenByHash finds the token whose secret hashes to hash, or
+// ErrNotFound. The lookup is by an index on a SHA-256 of a 256-bit secret, so
+// its timing reveals nothing useful about other tokens.
+func (tx *Tx) AdminTokenByHash(ctx context.Context, hash []byte) (AdminToken, error) {
+	var (
+		t       AdminToken
+		created int64
+		revoked sql.NullInt64
+	)
+	err := tx.queryRow(ctx, `SELECT id, name, role, token_hash, created_at_us, revoked_at_us FROM admin_tokens WHERE token_hash = ?`, hash).
+		Scan(&t.ID, &t.Name, &t.Role, &t.Hash, &created, &revoked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return AdminToken{}, fmt.Errorf("admin token: %w", ErrNotFound)
+	}
+	if err != nil {
+		return AdminToken{}, fmt.Errorf("state: admin token: %w", err)
+	}
+	t.CreatedAt = fromMicros(created)
+	if revoked.Valid {
+		t.RevokedAt = fromMicros(revoked.Int64)
+	}
+	return t, nil
+}
+
+// CountAdminTokens counts tokens that are not revoked; init uses it to decide
+// whether a first admin token must be minted.
+func (tx *Tx) CountAdminTokens(ctx context.Context) (int, error) {
+	var n int
+	if err := tx.queryRow(ctx, "SELECT COUNT(*) FROM admin_tokens WHERE revoked_at_us IS NULL").Scan(&n); err != nil {
+		return 0, fmt.Errorf("state: count admin tokens: %w", err)
+	}
+	return n, nil
+}
+
+// Meta returns the value stored under key, or ErrNotFound.
+func (tx *Tx) Meta(ctx context.Context, key string) (string, error) {
+	var v string
+	err := tx.queryRow(ctx, "SELECT value FROM meta WHERE key = ?", key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("meta %s: %w", key, ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("state: meta %s: %w", key, err)
+	}
+	return v, nil
+}
+
+// SetMeta stores value under key, replacing any previous value.
+func (tx *Tx) SetMeta(ctx context.Context, key, value string) error {
+	_, err := tx.exec(ctx, `INSERT INTO meta (key, value) VALUES (?, ?)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value)
+	if err != nil {
+		return fmt.Errorf("state: set meta %s: %w", key, err)
+	}
+	return nil
+}
