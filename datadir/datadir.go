@@ -1,0 +1,219 @@
+// Package datadir owns the layout of a trustamp data dir and its first-start
+// initialisation. Init is idempotent: it creates only what is missing, never
+// replaces a key or identity, and reports what it created, so running it on
+// every start is safe.
+package datadir
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/trustamp/trustamp/audit"
+	"github.com/trustamp/trustamp/config"
+	"github.com/trustamp/trustamp/internal/atomicfile"
+	"github.com/trustamp/trustamp/storage/keys"
+	"github.com/trustamp/trustamp/storage/state"
+	"github.com/trustamp/trustamp/tokens"
+)
+
+// DefaultPath is the data dir used when --data is not given.
+const DefaultPath = "./trustamp-data"
+
+// AuditKeyName is the audit signing key's name in the key store.
+const AuditKeyName = "audit"
+
+// Layout names the files of a data dir.
+type Layout struct {
+	Root string
+	// ConfigFile overrides Root/trustamp.yaml when set (--config).
+	ConfigFile string
+}
+
+// Config returns the config file's path.
+func (l Layout) Config() string {
+	if l.ConfigFile != "" {
+		return l.ConfigFile
+	}
+	return filepath.Join(l.Root, config.FileName)
+}
+
+// KeysDir holds the age identity and every encrypted private key.
+func (l Layout) KeysDir() string { return filepath.Join(l.Root, "keys") }
+
+// AgeIdentity is the X25519 identity that decrypts the keys at rest.
+func (l Layout) AgeIdentity() string { return filepath.Join(l.KeysDir(), "age-identity.txt") }
+
+// AuditPublicKey is the audit key's public half, PEM, for auditors.
+func (l Layout) AuditPublicKey() string { return filepath.Join(l.KeysDir(), "audit.pub.pem") }
+
+// Options configures Init and Open.
+type Options struct {
+	Layout Layout
+	// Getenv reads environment overrides. Nil means os.Getenv.
+	Getenv func(string) string
+	// Clock returns the current time. Nil means time.Now.
+	Clock func() time.Time
+}
+
+func (o Options) getenv() func(string) string {
+	if o.Getenv == nil {
+		return os.Getenv
+	}
+	return o.Getenv
+}
+
+func (o Options) now() time.Time {
+	if o.Clock == nil {
+		return time.Now()
+	}
+	return o.Clock()
+}
+
+// InitResult says what Init created. Secrets in it are shown once and
+// nowhere else.
+type InitResult struct {
+	Root    string   `json:"data_dir"`
+	Created []string `json:"created"`
+	// AdminToken is set only when Init minted the first admin token.
+	AdminToken   string `json:"admin_token,omitempty"`
+	AdminTokenID string `json:"admin_token_id,omitempty"`
+	AuditKeyID   string `json:"audit_key_id"`
+	StateDriver  string `json:"state_driver"`
+}
+
+// Init creates whatever the data dir lacks: the directory (0700), the age
+// identity, the config file, the database schema, the audit key and the
+// first admin token.
+func Init(ctx context.Context, opts Options) (*InitResult, error) {
+	l := opts.Layout
+	res := &InitResult{Root: l.Root}
+	created := func(what string) { res.Created = append(res.Created, what) }
+
+	if err := ensureDir(l.Root, created); err != nil {
+		return nil, err
+	}
+	if err := ensureDir(l.KeysDir(), created); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(l.AgeIdentity()); errors.Is(err, os.ErrNotExist) {
+		if err := keys.GenerateIdentity(l.AgeIdentity(), opts.now()); err != nil {
+			return nil, fmt.Errorf("datadir: %w", err)
+		}
+		created(l.AgeIdentity())
+	}
+	if _, err := os.Stat(l.Config()); errors.Is(err, os.ErrNotExist) {
+		if err := atomicfile.Create(l.Config(), []byte(config.Template), 0o600); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("datadir: write config: %w", err)
+		}
+		created(l.Config())
+	}
+
+	d, err := Open(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	res.StateDriver = d.Store.Driver()
+
+	pub, err := ensureAuditKey(ctx, d, created)
+	if err != nil {
+		return nil, err
+	}
+	res.AuditKeyID = audit.KeyID(pub)
+
+	log := audit.New(audit.Config{Clock: opts.Clock})
+	err = d.Store.Update(ctx, func(tx *state.Tx) error {
+		if _, err := tx.Meta(ctx, "initialized_at"); errors.Is(err, state.ErrNotFound) {
+			now := opts.now().UTC()
+			if err := tx.SetMeta(ctx, "initialized_at", now.Format(time.RFC3339)); err != nil {
+				return err
+			}
+			if _, err := log.Append(ctx, tx, audit.Record{
+				Actor: "system:init", Action: "server.init", Subject: res.AuditKeyID,
+				Details: map[string]any{"audit_key_id": res.AuditKeyID, "state_driver": res.StateDriver},
+			}); err != nil {
+				return err
+			}
+		} else if err != nil {
+			return err
+		}
+		n, err := tx.CountAdminTokens(ctx)
+		if err != nil || n > 0 {
+			return err
+		}
+		tok, err := tokens.New(tokens.AdminPrefix)
+		if err != nil {
+			return err
+		}
+		if err := tx.InsertAdminToken(ctx, state.AdminToken{ID: tok.ID, Name: "initial", Role: "admin", Hash: tok.Hash, CreatedAt: opts.now()}); err != nil {
+			return err
+		}
+		if _, err := log.Append(ctx, tx, audit.Record{
+			Actor: "system:init", Action: "admin_token.create", Subject: tok.ID,
+			Details: map[string]any{"name": "initial", "role": "admin"},
+		}); err != nil {
+			return err
+		}
+		res.AdminToken, res.AdminTokenID = tok.Secret, tok.ID
+		created("admin token " + tok.ID)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("datadir: init state: %w", err)
+	}
+	return res, nil
+}
+
+func ensureDir(path string, created func(string)) error {
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(path, 0o700); err != nil {
+			return fmt.Errorf("datadir: %w", err)
+		}
+		created(path)
+		return nil
+	case err != nil:
+		return fmt.Errorf("datadir: %w", err)
+	case !fi.IsDir():
+		return fmt.Errorf("datadir: %s exists and is not a directory", path)
+	case fi.Mode().Perm()&0o077 != 0:
+		return fmt.Errorf("datadir: %s is accessible to group or others (mode %v): run chmod 700 %s", path, fi.Mode().Perm(), path)
+	}
+	return nil
+}
+
+func ensureAuditKey(ctx context.Context, d *Dir, created func(string)) (ed25519.PublicKey, error) {
+	signer, err := d.Keys.Get(ctx, AuditKeyName)
+	if errors.Is(err, keys.ErrNotFound) {
+		_, priv, gerr := ed25519.GenerateKey(rand.Reader)
+		if gerr != nil {
+			return nil, fmt.Errorf("datadir: generate audit key: %w", gerr)
+		}
+		if err := d.Keys.Put(ctx, AuditKeyName, priv); err != nil {
+			return nil, fmt.Errorf("datadir: %w", err)
+		}
+		created(filepath.Join(d.Layout.KeysDir(), AuditKeyName+".key.age"))
+		signer, err = priv, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("datadir: %w", err)
+	}
+	pub, ok := signer.Public().(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("datadir: audit key is %T, want Ed25519", signer.Public())
+	}
+	pemBytes := audit.MarshalPublicKey(pub)
+	if existing, err := os.ReadFile(d.Layout.AuditPublicKey()); err != nil || string(existing) != string(pemBytes) {
+		if err := atomicfile.Write(d.Layout.AuditPublicKey(), pemBytes, 0o644); err != nil {
+			return nil, fmt.Errorf("datadir: %w", err)
+		}
+	}
+	return pub, nil
+}

@@ -1,0 +1,79 @@
+package datadir
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"os"
+
+	"github.com/trustamp/trustamp/audit"
+	"github.com/trustamp/trustamp/config"
+	"github.com/trustamp/trustamp/storage/keys"
+	"github.com/trustamp/trustamp/storage/state"
+)
+
+// Dir is an opened data dir: its config, state store and key store.
+type Dir struct {
+	Layout Layout
+	Config config.Config
+	Store  *state.Store
+	Keys   *keys.AgeStore
+}
+
+// Open loads the config and opens the state and key stores of an initialised
+// data dir. It fails, saying to run init, when the dir is not initialised.
+func Open(ctx context.Context, opts Options) (*Dir, error) {
+	l := opts.Layout
+	if _, err := os.Stat(l.AgeIdentity()); err != nil {
+		return nil, fmt.Errorf("datadir: %s is not initialised (run `trustamp init --data %s`): %w", l.Root, l.Root, err)
+	}
+	cfg, err := config.Load(l.Config(), opts.getenv())
+	if err != nil {
+		return nil, err
+	}
+	ks, err := keys.NewAgeStore(keys.AgeConfig{Dir: l.KeysDir(), IdentityFile: l.AgeIdentity()})
+	if err != nil {
+		return nil, fmt.Errorf("datadir: %w", err)
+	}
+	store, err := state.Open(ctx, StateConfig(l.Root, cfg))
+	if err != nil {
+		return nil, fmt.Errorf("datadir: %w", err)
+	}
+	return &Dir{Layout: l, Config: cfg, Store: store, Keys: ks}, nil
+}
+
+// StateConfig maps the config file's state section onto the store's Config.
+func StateConfig(root string, cfg config.Config) state.Config {
+	return state.Config{
+		Driver:      cfg.State.Driver,
+		SQLitePath:  config.ResolvePath(root, cfg.State.SQLite.Path),
+		BusyTimeout: cfg.State.SQLite.BusyTimeout,
+		PostgresDSN: cfg.State.Postgres.DSN,
+		MaxConns:    cfg.State.Postgres.MaxConns,
+	}
+}
+
+// AuditKey decrypts the audit signing key.
+func (d *Dir) AuditKey(ctx context.Context) (ed25519.PrivateKey, error) {
+	s, err := d.Keys.Get(ctx, AuditKeyName)
+	if err != nil {
+		return nil, fmt.Errorf("datadir: audit key: %w", err)
+	}
+	k, ok := s.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("datadir: audit key is %T, want Ed25519", s)
+	}
+	return k, nil
+}
+
+// AuditPublicKey reads the audit public key written at init.
+func (d *Dir) AuditPublicKey() (ed25519.PublicKey, error) {
+	b, err := os.ReadFile(d.Layout.AuditPublicKey())
+	if err != nil {
+		return nil, fmt.Errorf("datadir: %w", err)
+	}
+	return audit.ParsePublicKey(b)
+}
+
+// Close closes the state store.
+func (d *Dir) Close() error { return d.Store.Close() }

@@ -1,0 +1,168 @@
+// Package server runs trustamp's long-lived parts as one task group: the
+// OpAMP listener, the admin listener and the periodic jobs. When any task
+// fails, or the context ends, all of them stop together.
+package server
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/trustamp/trustamp/audit"
+	"github.com/trustamp/trustamp/storage/state"
+)
+
+// Config wires a Server. Listeners, when given, are used instead of the
+// addresses (tests pass ":0" listeners).
+type Config struct {
+	// OpAMPAddr is the agent-facing listen address; ignored when OpAMPListener is set.
+	OpAMPAddr     string
+	OpAMPListener net.Listener
+	// AdminAddr is the admin listen address; ignored when AdminListener is set.
+	AdminAddr     string
+	AdminListener net.Listener
+	// Store is the opened state store. Required.
+	Store *state.Store
+	// AuditKey signs audit checkpoints. Required.
+	AuditKey ed25519.PrivateKey
+	// CheckpointInterval is how often the audit chain head is signed. Zero means 1m.
+	CheckpointInterval time.Duration
+	// Logger receives the server's logs. Nil means slog.Default().
+	Logger *slog.Logger
+	// OnListening, if set, is called with the bound addresses once both
+	// listeners accept connections.
+	OnListening func(opamp, admin net.Addr)
+}
+
+// Server is trustamp serve.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	audit  *audit.Log
+	health *health
+}
+
+// New checks cfg and returns a Server ready to Run.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("server: a state store is required")
+	}
+	if cfg.AuditKey == nil {
+		return nil, errors.New("server: an audit key is required")
+	}
+	if cfg.CheckpointInterval <= 0 {
+		cfg.CheckpointInterval = time.Minute
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &Server{
+		cfg:    cfg,
+		log:    logger,
+		audit:  audit.New(audit.Config{Key: cfg.AuditKey, Logger: logger}),
+		health: &health{store: cfg.Store},
+	}, nil
+}
+
+// Run serves until ctx ends or a task fails. A clean shutdown returns nil.
+func (s *Server) Run(ctx context.Context) error {
+	opampL, err := listen(s.cfg.OpAMPListener, s.cfg.OpAMPAddr, "opamp")
+	if err != nil {
+		return err
+	}
+	adminL, err := listen(s.cfg.AdminListener, s.cfg.AdminAddr, "admin")
+	if err != nil {
+		opampL.Close()
+		return err
+	}
+
+	opampMux := http.NewServeMux()
+	opampMux.Handle("GET /healthz", s.health)
+	adminMux := http.NewServeMux()
+	adminMux.Handle("GET /healthz", s.health)
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serveHTTP(ctx, newHTTPServer(opampMux), opampL) })
+	g.Go(func() error { return serveHTTP(ctx, newHTTPServer(adminMux), adminL) })
+	g.Go(func() error {
+		return s.audit.RunCheckpoints(ctx, s.cfg.Store, s.cfg.CheckpointInterval, nil)
+	})
+	s.log.Info("trustamp serving", "opamp", opampL.Addr().String(), "admin", adminL.Addr().String(), "state", s.cfg.Store.Driver())
+	if s.cfg.OnListening != nil {
+		s.cfg.OnListening(opampL.Addr(), adminL.Addr())
+	}
+	err = g.Wait()
+	s.log.Info("trustamp stopped")
+	return err
+}
+
+func listen(l net.Listener, addr, what string) (net.Listener, error) {
+	if l != nil {
+		return l, nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("server: %s listener on %s: %w", what, addr, err)
+	}
+	return l, nil
+}
+
+// newHTTPServer bounds what a slow or hostile client can hold open.
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+// serveHTTP serves until ctx ends, then drains for up to 10 seconds.
+func serveHTTP(ctx context.Context, srv *http.Server, l net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("server: serve %s: %w", l.Addr(), err)
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdown); err != nil {
+		return fmt.Errorf("server: shutdown %s: %w", l.Addr(), err)
+	}
+	return nil
+}
+
+// health answers /healthz: 200 when every dependency answers, 503 otherwise.
+// The body names failing checks but not their errors: the OpAMP listener is
+// public, and error text can reveal hosts and versions.
+type health struct {
+	store interface{ Ping(context.Context) error }
+}
+
+func (h *health) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	body := struct {
+		Status string            `json:"status"`
+		Checks map[string]string `json:"checks"`
+	}{Status: "ok", Checks: map[string]string{"state": "ok"}}
+	code := http.StatusOK
+	if err := h.store.Ping(ctx); err != nil {
+		body.Status, body.Checks["state"], code = "unavailable", "unreachable", http.StatusServiceUnavailable
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(body)
+}
