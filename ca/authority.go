@@ -1,0 +1,171 @@
+package ca
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"net/url"
+
+	"github.com/google/uuid"
+	"github.com/smallstep/certificates/authority"
+	"github.com/smallstep/certificates/authority/provisioner"
+)
+
+// Config configures an Authority.
+type Config struct {
+	// Keys holds the CA keys. Required.
+	Keys KeyStore
+	// Files locates the CA certificates. Required.
+	Files Files
+	// TrustDomain is the SPIFFE trust domain of agent identities. Required.
+	TrustDomain string
+	// Lifetime of agent certificates. Zero means 24h, step-ca's default:
+	// short enough that a missed revocation expires soon.
+	Lifetime time.Duration
+	// Backdate moves NotBefore into the past to absorb clock skew. Zero
+	// means 1 minute.
+	Backdate time.Duration
+	// Clock returns the current time. Nil means time.Now.
+	Clock func() time.Time
+}
+
+// Authority issues agent certificates from the intermediate, through
+// smallstep's embedded authority. It is safe for concurrent use.
+type Authority struct {
+	cfg          Config
+	step         *authority.Authority
+	root         *x509.Certificate
+	intermediate *x509.Certificate
+	rootPEM      []byte
+	chainPEM     []byte // intermediate, appended after every leaf
+	roots        *x509.CertPool
+	intermediates *x509.CertPool
+}
+
+// New loads the bootstrapped CA.
+func New(ctx context.Context, cfg Config) (*Authority, error) {
+	if cfg.Keys == nil || cfg.Files.Dir == "" || cfg.TrustDomain == "" {
+		return nil, errors.New("ca: Keys, Files and TrustDomain are required")
+	}
+	if cfg.Lifetime <= 0 {
+		cfg.Lifetime = 24 * time.Hour
+	}
+	if cfg.Backdate <= 0 {
+		cfg.Backdate = time.Minute
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	root, rootPEM, err := readCert(cfg.Files.Root())
+	if err != nil {
+		return nil, err
+	}
+	inter, interPEM, err := readCert(cfg.Files.Intermediate())
+	if err != nil {
+		return nil, err
+	}
+	key, err := cfg.Keys.Get(ctx, IntermediateKeyName)
+	if err != nil {
+		return nil, fmt.Errorf("ca: intermediate key: %w", err)
+	}
+	if err := inter.CheckSignatureFrom(root); err != nil {
+		return nil, fmt.Errorf("ca: intermediate is not signed by the root: %w", err)
+	}
+	step, err := authority.NewEmbedded(
+		authority.WithX509RootCerts(root),
+		authority.WithX509Signer(inter, key),
+		authority.WithQuietInit(),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("ca: start embedded authority: %w", err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(root)
+	inters := x509.NewCertPool()
+	inters.AddCert(inter)
+	return &Authority{
+		cfg: cfg, step: step, root: root, intermediate: inter,
+		rootPEM: rootPEM, chainPEM: interPEM, roots: roots, intermediates: inters,
+	}, nil
+}
+
+// RootPEM is the CA bundle agents trust (served at /v1/ca.pem and sent as
+// ca_cert in offers).
+func (a *Authority) RootPEM() []byte { return a.rootPEM }
+
+// Roots is the pool client certificates chain to.
+func (a *Authority) Roots() *x509.CertPool { return a.roots }
+
+// TrustDomain is the SPIFFE trust domain of issued identities.
+func (a *Authority) TrustDomain() string { return a.cfg.TrustDomain }
+
+// Issued is a signed agent certificate and what is recorded about it.
+type Issued struct {
+	Leaf *x509.Certificate
+	// CertPEM is the leaf followed by the intermediate: what the agent
+	// presents in its TLS handshake.
+	CertPEM     []byte
+	Serial      string // lowercase hex
+	Fingerprint string // SHA-256 of the leaf DER, lowercase hex
+}
+
+// IssueAgent signs csr for agent uid after CheckAgentCSR. The subject (CN =
+// uid), the URI SAN, key usages and validity are set here, never taken from
+// the CSR.
+func (a *Authority) IssueAgent(ctx context.Context, csr *x509.CertificateRequest, uid uuid.UUID) (*Issued, error) {
+	if err := CheckAgentCSR(csr, uid, a.cfg.TrustDomain); err != nil {
+		return nil, err
+	}
+	now := a.cfg.Clock()
+	identity := provisioner.CertificateModifierFunc(func(c *x509.Certificate, _ provisioner.SignOptions) error {
+		c.Subject.CommonName = uid.String()
+		c.Subject.Organization = nil
+		c.DNSNames, c.IPAddresses, c.EmailAddresses = nil, nil, nil
+		c.URIs = []*url.URL{SPIFFEID(a.cfg.TrustDomain, uid)}
+		c.KeyUsage = x509.KeyUsageDigitalSignature
+		c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+		c.NotBefore = now.Add(-a.cfg.Backdate)
+		c.NotAfter = now.Add(a.cfg.Lifetime)
+		c.BasicConstraintsValid = true
+		c.IsCA = false
+		return nil
+	})
+	chain, err := a.step.SignWithContext(ctx, csr, provisioner.SignOptions{Backdate: a.cfg.Backdate}, identity)
+	if err != nil {
+		return nil, fmt.Errorf("ca: sign csr for %s: %w", uid, err)
+	}
+	leaf := chain[0]
+	sum := sha256.Sum256(leaf.Raw)
+	return &Issued{
+		Leaf:        leaf,
+		CertPEM:     append(pemCert(leaf.Raw), a.chainPEM...),
+		Serial:      hex.EncodeToString(leaf.SerialNumber.Bytes()),
+		Fingerprint: hex.EncodeToString(sum[:]),
+	}, nil
+}
+
+// VerifyAgent checks a presented chain up to the root, for client auth, at
+// the Authority's current time, and returns the agent uid it names. It does
+// not consult revocation or the store: callers do.
+func (a *Authority) VerifyAgent(chain []*x509.Certificate) (uuid.UUID, error) {
+	if len(chain) == 0 {
+		return uuid.Nil, fmt.Errorf("%w: no certificate", ErrNotAgentCert)
+	}
+	inters := a.intermediates.Clone()
+	for _, c := range chain[1:] {
+		inters.AddCert(c)
+	}
+	_, err := chain[0].Verify(x509.VerifyOptions{
+		Roots: a.roots, Intermediates: inters, CurrentTime: a.cfg.Clock(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("%w: %v", ErrNotAgentCert, err)
+	}
+	return AgentID(chain[0], a.cfg.TrustDomain)
+}
