@@ -37,6 +37,9 @@ func Run(t *testing.T, open Opener) {
 		{"Checkpoints", testCheckpoints},
 		{"AdminTokens", testAdminTokens},
 		{"Meta", testMeta},
+		{"EnrollmentTokens", testEnrollmentTokens},
+		{"Agents", testAgents},
+		{"Certificates", testCertificates},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open) })
