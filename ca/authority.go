@@ -37,13 +37,13 @@ type Config struct {
 // Authority issues agent certificates from the intermediate, through
 // smallstep's embedded authority. It is safe for concurrent use.
 type Authority struct {
-	cfg          Config
-	step         *authority.Authority
-	root         *x509.Certificate
-	intermediate *x509.Certificate
-	rootPEM      []byte
-	chainPEM     []byte // intermediate, appended after every leaf
-	roots        *x509.CertPool
+	cfg           Config
+	step          *authority.Authority
+	root          *x509.Certificate
+	intermediate  *x509.Certificate
+	rootPEM       []byte
+	chainPEM      []byte // intermediate, appended after every leaf
+	roots         *x509.CertPool
 	intermediates *x509.CertPool
 }
 

@@ -149,7 +149,6 @@ func readCert(path string) (*x509.Certificate, []byte, error) {
 	return c, b, nil
 }
 
-
 func pemBlock(typ string, der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
 }

@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -38,6 +40,18 @@ type OpAMP struct {
 	// Addr is the listen address of the OpAMP listener. Empty means ":4320",
 	// the port the OpAMP specification recommends.
 	Addr string `yaml:"addr"`
+	// ServerNames are the DNS names and IP addresses in the listener's
+	// certificate. Empty means localhost, 127.0.0.1 and the hostname.
+	ServerNames []string `yaml:"server_names"`
+	// HeartbeatInterval is sent to agents in every connection settings
+	// offer. Zero means 30s.
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	// MaxConcurrentEnrollments bounds enrolling connections in progress;
+	// beyond it agents are told to retry later. Zero means 256.
+	MaxConcurrentEnrollments int `yaml:"max_concurrent_enrollments"`
+	// ReplicaID names this server in the fleet registry. Empty means the
+	// hostname.
+	ReplicaID string `yaml:"replica_id"`
 }
 
 // Admin configures the operator-facing listener.
@@ -94,8 +108,9 @@ type Log struct {
 func Default() Config {
 	return Config{
 		TrustDomain: "trustamp.local",
-		OpAMP:       OpAMP{Addr: ":4320"},
-		Admin:       Admin{Addr: "127.0.0.1:4321"},
+		OpAMP: OpAMP{Addr: ":4320", ServerNames: defaultServerNames(),
+			HeartbeatInterval: 30 * time.Second, MaxConcurrentEnrollments: 256, ReplicaID: hostname()},
+		Admin: Admin{Addr: "127.0.0.1:4321"},
 		State: State{
 			Driver:   "sqlite",
 			SQLite:   SQLite{Path: "state.db", BusyTimeout: 5 * time.Second},
@@ -142,6 +157,16 @@ func (c *Config) applyDefaults() {
 	d := Default()
 	setString(&c.TrustDomain, d.TrustDomain)
 	setString(&c.OpAMP.Addr, d.OpAMP.Addr)
+	if len(c.OpAMP.ServerNames) == 0 {
+		c.OpAMP.ServerNames = d.OpAMP.ServerNames
+	}
+	if c.OpAMP.HeartbeatInterval == 0 {
+		c.OpAMP.HeartbeatInterval = d.OpAMP.HeartbeatInterval
+	}
+	if c.OpAMP.MaxConcurrentEnrollments == 0 {
+		c.OpAMP.MaxConcurrentEnrollments = d.OpAMP.MaxConcurrentEnrollments
+	}
+	setString(&c.OpAMP.ReplicaID, d.OpAMP.ReplicaID)
 	setString(&c.Admin.Addr, d.Admin.Addr)
 	setString(&c.State.Driver, d.State.Driver)
 	setString(&c.State.SQLite.Path, d.State.SQLite.Path)
@@ -173,6 +198,17 @@ func (c *Config) applyEnv(getenv func(string) string) {
 
 // Validate reports the first setting that cannot work, naming its key.
 func (c *Config) Validate() error {
+	if c.OpAMP.HeartbeatInterval < time.Second {
+		return fmt.Errorf("opamp.heartbeat_interval: %s is below the 1s minimum", c.OpAMP.HeartbeatInterval)
+	}
+	if c.OpAMP.MaxConcurrentEnrollments < 0 {
+		return fmt.Errorf("opamp.max_concurrent_enrollments: must not be negative")
+	}
+	for _, n := range c.OpAMP.ServerNames {
+		if n == "" || strings.ContainsAny(n, " /:") && net.ParseIP(n) == nil {
+			return fmt.Errorf("opamp.server_names: %q is not a DNS name or IP address", n)
+		}
+	}
 	switch c.State.Driver {
 	case "sqlite":
 	case "postgres":
@@ -210,6 +246,19 @@ func ResolvePath(dataDir, p string) string {
 		return p
 	}
 	return filepath.Join(dataDir, p)
+}
+
+func defaultServerNames() []string {
+	names := []string{"localhost", "127.0.0.1"}
+	if h := hostname(); h != "" && h != "localhost" {
+		names = append(names, h)
+	}
+	return names
+}
+
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
 }
 
 func setString(dst *string, def string) {

@@ -13,6 +13,17 @@ trust_domain: trustamp.local
 opamp:
   # Listen address for agents (OpAMP over WebSocket and HTTP, path /v1/opamp).
   addr: ":4320"
+  # DNS names and IP addresses in the listener's TLS certificate (issued by
+  # trustamp's own CA; reissued on start when this list changes).
+  # Default: localhost, 127.0.0.1 and this machine's hostname.
+  # server_names: [localhost, 127.0.0.1, opamp.example.com]
+  # Heartbeat interval sent to agents in every connection settings offer.
+  heartbeat_interval: 30s
+  # Enrolling connections in progress at once; beyond it agents are told to
+  # retry (HTTP 429 + Retry-After, or ServerErrorResponse Unavailable).
+  max_concurrent_enrollments: 256
+  # Name of this server in the fleet registry. Default: the hostname.
+  # replica_id: trustamp-1
 
 admin:
   # Listen address of the admin API. Keep it on loopback unless a TLS-terminating

@@ -8,6 +8,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/trustamp/trustamp/audit"
+	"github.com/trustamp/trustamp/ca"
 	"github.com/trustamp/trustamp/config"
 	"github.com/trustamp/trustamp/internal/atomicfile"
 	"github.com/trustamp/trustamp/storage/keys"
@@ -48,6 +51,13 @@ func (l Layout) KeysDir() string { return filepath.Join(l.Root, "keys") }
 
 // AgeIdentity is the X25519 identity that decrypts the keys at rest.
 func (l Layout) AgeIdentity() string { return filepath.Join(l.KeysDir(), "age-identity.txt") }
+
+// CAFiles locates the CA certificates (root, intermediate, server).
+func (l Layout) CAFiles() ca.Files { return ca.Files{Dir: filepath.Join(l.Root, "ca")} }
+
+// LocalCredential is where serve leaves the admin API address and a token
+// for CLI commands run with --data on the same machine.
+func (l Layout) LocalCredential() string { return filepath.Join(l.Root, "run", "admin.json") }
 
 // AuditPublicKey is the audit key's public half, PEM, for auditors.
 func (l Layout) AuditPublicKey() string { return filepath.Join(l.KeysDir(), "audit.pub.pem") }
@@ -128,6 +138,26 @@ func Init(ctx context.Context, opts Options) (*InitResult, error) {
 	res.AuditKeyID = audit.KeyID(pub)
 
 	log := audit.New(audit.Config{Clock: opts.Clock})
+	madeCA, err := ca.Bootstrap(ctx, d.Keys, l.CAFiles(), d.Config.TrustDomain, opts.now())
+	if err != nil {
+		return nil, fmt.Errorf("datadir: %w", err)
+	}
+	if madeCA {
+		created(l.CAFiles().Root())
+		root, err := os.ReadFile(l.CAFiles().Root())
+		if err != nil {
+			return nil, fmt.Errorf("datadir: %w", err)
+		}
+		sum := sha256.Sum256(root)
+		err = d.Store.Update(ctx, func(tx *state.Tx) error {
+			_, err := log.Append(ctx, tx, audit.Record{Actor: "system:init", Action: "ca.init", Subject: "root",
+				Details: map[string]any{"root_pem_sha256": hex.EncodeToString(sum[:]), "trust_domain": d.Config.TrustDomain}})
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("datadir: audit CA creation: %w", err)
+		}
+	}
 	err = d.Store.Update(ctx, func(tx *state.Tx) error {
 		if _, err := tx.Meta(ctx, "initialized_at"); errors.Is(err, state.ErrNotFound) {
 			now := opts.now().UTC()

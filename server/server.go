@@ -6,6 +6,7 @@ package server
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,6 +41,25 @@ type Config struct {
 	// OnListening, if set, is called with the bound addresses once both
 	// listeners accept connections.
 	OnListening func(opamp, admin net.Addr)
+
+	// OpAMP serves agents at /v1/opamp. Nil serves only the public
+	// endpoints (used by tests of this package).
+	OpAMP OpAMPHandler
+	// TLS is the certificate both listeners present. Nil serves plain HTTP,
+	// which only tests do.
+	TLS *tls.Certificate
+	// CAPEM is served at /v1/ca.pem so agents can fetch the bundle.
+	CAPEM []byte
+	// Admin serves the admin listener beyond /healthz. Nil means none.
+	Admin http.Handler
+}
+
+// OpAMPHandler is what the OpAMP listener needs from the OpAMP server.
+type OpAMPHandler interface {
+	http.Handler
+	ConnContext(ctx context.Context, c net.Conn) context.Context
+	TLSConfig(cert tls.Certificate) *tls.Config
+	Start(ctx context.Context) error
 }
 
 // Server is trustamp serve.
@@ -87,12 +107,41 @@ func (s *Server) Run(ctx context.Context) error {
 
 	opampMux := http.NewServeMux()
 	opampMux.Handle("GET /healthz", s.health)
+	if s.cfg.CAPEM != nil {
+		opampMux.HandleFunc("GET /v1/ca.pem", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/x-pem-file")
+			w.Write(s.cfg.CAPEM)
+		})
+	}
+	opampSrv := newHTTPServer(opampMux)
 	adminMux := http.NewServeMux()
 	adminMux.Handle("GET /healthz", s.health)
+	if s.cfg.Admin != nil {
+		adminMux.Handle("/", s.cfg.Admin)
+	}
+	adminSrv := newHTTPServer(adminMux)
+	if s.cfg.OpAMP != nil {
+		if err := s.cfg.OpAMP.Start(ctx); err != nil {
+			opampL.Close()
+			adminL.Close()
+			return fmt.Errorf("server: start opamp: %w", err)
+		}
+		opampMux.Handle("/v1/opamp", s.cfg.OpAMP)
+		// Without ConnContext, opamp-go's plain-HTTP transport panics.
+		opampSrv.ConnContext = s.cfg.OpAMP.ConnContext
+	}
+	if s.cfg.TLS != nil {
+		if s.cfg.OpAMP != nil {
+			opampL = tls.NewListener(opampL, s.cfg.OpAMP.TLSConfig(*s.cfg.TLS))
+		} else {
+			opampL = tls.NewListener(opampL, &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*s.cfg.TLS}})
+		}
+		adminL = tls.NewListener(adminL, &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*s.cfg.TLS}})
+	}
 
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serveHTTP(ctx, newHTTPServer(opampMux), opampL) })
-	g.Go(func() error { return serveHTTP(ctx, newHTTPServer(adminMux), adminL) })
+	g.Go(func() error { return serveHTTP(ctx, opampSrv, opampL) })
+	g.Go(func() error { return serveHTTP(ctx, adminSrv, adminL) })
 	g.Go(func() error {
 		return s.audit.RunCheckpoints(ctx, s.cfg.Store, s.cfg.CheckpointInterval, nil)
 	})

@@ -18,6 +18,8 @@ import (
 const (
 	// AdminPrefix starts every admin API token.
 	AdminPrefix = "tsa_"
+	// EnrollPrefix starts every enrollment token.
+	EnrollPrefix = "tse_"
 )
 
 // Token is a freshly minted secret and what may be stored about it.

@@ -38,6 +38,8 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newInitCmd(g),
 		newServeCmd(g),
 		newAuditCmd(g),
+		newTokenCmd(g),
+		newAgentsCmd(g),
 	)
 	return root
 }

@@ -85,3 +85,14 @@ func (tx *Tx) SetMeta(ctx context.Context, key, value string) error {
 	}
 	return nil
 }
+
+// RevokeAdminTokensNamed revokes every valid token with this name and
+// reports how many; serve uses it to replace its local CLI credential.
+func (tx *Tx) RevokeAdminTokensNamed(ctx context.Context, name string, now time.Time) (int, error) {
+	res, err := tx.exec(ctx, "UPDATE admin_tokens SET revoked_at_us = ? WHERE name = ? AND revoked_at_us IS NULL", micros(now), name)
+	if err != nil {
+		return 0, fmt.Errorf("state: revoke admin tokens %s: %w", name, err)
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}

@@ -401,6 +401,23 @@ func testAdminTokens(t *testing.T, open Opener) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	err = s.Update(ctx, func(tx *state.Tx) error {
+		n, err := tx.RevokeAdminTokensNamed(ctx, "initial", time.Unix(1700000100, 0))
+		if err != nil || n != 1 {
+			return fmt.Errorf("revoked %d, %v; want 1", n, err)
+		}
+		got, err := tx.AdminTokenByHash(ctx, tok.Hash)
+		if err != nil || !got.RevokedAt.Equal(time.Unix(1700000100, 0).UTC()) {
+			return fmt.Errorf("after revoke: %+v %v", got, err)
+		}
+		if n, _ := tx.CountAdminTokens(ctx); n != 0 {
+			return fmt.Errorf("%d valid tokens after revoke, want 0", n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 func testMeta(t *testing.T, open Opener) {

@@ -1,0 +1,127 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/trustamp/trustamp/storage/state"
+)
+
+// Agent is the API's view of a registry record.
+type Agent struct {
+	UID                 string            `json:"uid"`
+	Labels              map[string]string `json:"labels"`
+	Description         json.RawMessage   `json:"description,omitempty"`
+	Capabilities        uint64            `json:"capabilities"`
+	Health              json.RawMessage   `json:"health,omitempty"`
+	EffectiveConfigHash string            `json:"effective_config_hash,omitempty"`
+	PackageStatuses     json.RawMessage   `json:"package_statuses,omitempty"`
+	Connected           bool              `json:"connected"`
+	Replica             string            `json:"replica,omitempty"`
+	RemoteAddr          string            `json:"remote_addr,omitempty"`
+	Transport           string            `json:"transport,omitempty"`
+	ConnectedSince      *time.Time        `json:"connected_since,omitempty"`
+	LastSeen            *time.Time        `json:"last_seen,omitempty"`
+	SequenceNum         uint64            `json:"sequence_num"`
+	CertSerial          string            `json:"cert_serial,omitempty"`
+	CertNotAfter        *time.Time        `json:"cert_not_after,omitempty"`
+	EnrolledAt          *time.Time        `json:"enrolled_at,omitempty"`
+	EnrollmentToken     string            `json:"enrollment_token,omitempty"`
+}
+
+func agentView(a state.Agent) Agent {
+	v := Agent{
+		UID: a.UID, Labels: a.Labels, Capabilities: a.Capabilities, Connected: a.Connected,
+		Replica: a.Replica, RemoteAddr: a.RemoteAddr, Transport: a.Transport, SequenceNum: a.SequenceNum,
+		CertSerial: a.CertSerial, EnrollmentToken: a.TokenID,
+		ConnectedSince: timePtr(a.ConnectedSince), LastSeen: timePtr(a.LastSeen),
+		CertNotAfter: timePtr(a.CertNotAfter), EnrolledAt: timePtr(a.EnrolledAt),
+	}
+	if len(a.EffectiveConfigHash) > 0 {
+		v.EffectiveConfigHash = hexString(a.EffectiveConfigHash)
+	}
+	for dst, src := range map[*json.RawMessage]json.RawMessage{&v.Description: a.Description, &v.Health: a.Health, &v.PackageStatuses: a.PackageStatuses} {
+		if len(src) > 0 && string(src) != "{}" {
+			*dst = src
+		}
+	}
+	return v
+}
+
+// listAgents: GET /api/v1/agents?label=k=v&connected=true&expiring_within=24h
+func (a *API) listAgents(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var f state.AgentFilter
+	for _, l := range q["label"] {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			writeError(w, http.StatusBadRequest, "label filter %q: want key=value", l)
+			return
+		}
+		if f.Labels == nil {
+			f.Labels = map[string]string{}
+		}
+		f.Labels[k] = v
+	}
+	if c := q.Get("connected"); c != "" {
+		b, err := strconv.ParseBool(c)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "connected=%q: want true or false", c)
+			return
+		}
+		f.Connected = &b
+	}
+	if e := q.Get("expiring_within"); e != "" {
+		d, err := time.ParseDuration(e)
+		if err != nil || d <= 0 {
+			writeError(w, http.StatusBadRequest, "expiring_within=%q: want a positive duration such as 24h", e)
+			return
+		}
+		f.CertExpiringBefore = a.cfg.Clock().Add(d)
+	}
+	var agents []state.Agent
+	err := a.cfg.Store.View(r.Context(), func(tx *state.Tx) (err error) {
+		agents, err = tx.Agents(r.Context(), f)
+		return err
+	})
+	if err != nil {
+		a.log.Error("list agents", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "state store unavailable")
+		return
+	}
+	out := make([]Agent, 0, len(agents))
+	for _, ag := range agents {
+		out = append(out, agentView(ag))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// getAgent: GET /api/v1/agents/{uid}
+func (a *API) getAgent(w http.ResponseWriter, r *http.Request) {
+	uid := r.PathValue("uid")
+	var ag state.Agent
+	err := a.cfg.Store.View(r.Context(), func(tx *state.Tx) (err error) {
+		ag, err = tx.Agent(r.Context(), uid)
+		return err
+	})
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		writeError(w, http.StatusNotFound, "no agent %s", uid)
+	case err != nil:
+		a.log.Error("get agent", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "state store unavailable")
+	default:
+		writeJSON(w, http.StatusOK, agentView(ag))
+	}
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}

@@ -1,0 +1,146 @@
+// Package api is the admin REST API under /api/v1, for the CLI and for
+// scripts. Every request carries a bearer admin token; each route names the
+// roles allowed. Domain errors are translated to HTTP status codes here, and
+// only here.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/trustamp/trustamp/audit"
+	"github.com/trustamp/trustamp/storage/state"
+	"github.com/trustamp/trustamp/tokens"
+)
+
+// Roles an admin token can hold.
+const (
+	RoleAdmin    = "admin"
+	RoleSecurity = "security"
+	RoleRelease  = "release"
+	RoleAuditor  = "auditor"
+)
+
+// Config wires the API.
+type Config struct {
+	// Store and Audit are required.
+	Store *state.Store
+	Audit *audit.Log
+	// Gatherer serves /metrics. Nil means no /metrics route.
+	Gatherer prometheus.Gatherer
+	// Logger receives logs. Nil means slog.Default().
+	Logger *slog.Logger
+	// Clock returns the current time. Nil means time.Now.
+	Clock func() time.Time
+}
+
+// API serves the admin endpoints.
+type API struct {
+	cfg Config
+	log *slog.Logger
+	mux *http.ServeMux
+}
+
+// New builds the handler.
+func New(cfg Config) *API {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	a := &API{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	all := []string{RoleAdmin, RoleSecurity, RoleRelease, RoleAuditor}
+	a.mux.Handle("GET /api/v1/agents", a.auth(a.listAgents, all...))
+	a.mux.Handle("GET /api/v1/agents/{uid}", a.auth(a.getAgent, all...))
+	a.mux.Handle("POST /api/v1/tokens", a.auth(a.createToken, RoleAdmin, RoleSecurity))
+	a.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path)
+	})
+	if cfg.Gatherer != nil {
+		a.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	}
+	return a
+}
+
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+type principalKey struct{}
+
+// Principal is the authenticated caller.
+type Principal struct {
+	TokenID string
+	Role    string
+}
+
+// Actor is how the principal appears in audit entries.
+func (p Principal) Actor() string { return "admin:" + p.TokenID }
+
+func principal(ctx context.Context) Principal {
+	p, _ := ctx.Value(principalKey{}).(Principal)
+	return p
+}
+
+// auth checks the bearer token (hash lookup; the stored hash is compared in
+// constant time) and the caller's role.
+func (a *API) auth(h http.HandlerFunc, roles ...string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scheme, secret, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || secret == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="trustamp-admin"`)
+			writeError(w, http.StatusUnauthorized, "missing bearer token (pass --token or set TRUSTAMP_TOKEN)")
+			return
+		}
+		var tok state.AdminToken
+		err := a.cfg.Store.View(r.Context(), func(tx *state.Tx) (err error) {
+			tok, err = tx.AdminTokenByHash(r.Context(), tokens.Hash(secret))
+			return err
+		})
+		if errors.Is(err, state.ErrNotFound) || (err == nil && (!tokens.Matches(secret, tok.Hash) || !tok.RevokedAt.IsZero())) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="trustamp-admin", error="invalid_token"`)
+			writeError(w, http.StatusUnauthorized, "invalid or revoked admin token")
+			return
+		}
+		if err != nil {
+			a.log.Error("admin auth", "err", err)
+			writeError(w, http.StatusServiceUnavailable, "state store unavailable")
+			return
+		}
+		allowed := false
+		for _, role := range roles {
+			allowed = allowed || tok.Role == role
+		}
+		if !allowed {
+			writeError(w, http.StatusForbidden, "role %q may not %s %s (allowed: %s)", tok.Role, r.Method, r.URL.Path, strings.Join(roles, ", "))
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, Principal{TokenID: tok.ID, Role: tok.Role})))
+	})
+}
+
+// Error is the body of every error response.
+type Error struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, code int, format string, args ...any) {
+	writeJSON(w, code, Error{Error: fmt.Sprintf(format, args...)})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

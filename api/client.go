@@ -1,0 +1,116 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// Client calls the admin API; the CLI is built on it.
+type Client struct {
+	base  *url.URL
+	token string
+	http  *http.Client
+}
+
+// ClientConfig configures a Client.
+type ClientConfig struct {
+	// Server is the admin API's base URL, e.g. https://127.0.0.1:4321.
+	Server string
+	// Token is the admin bearer token.
+	Token string
+	// CAPEM verifies the server's certificate. Nil means the system roots.
+	CAPEM []byte
+}
+
+// NewClient checks cfg and returns a Client.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if cfg.Server == "" {
+		return nil, errors.New("api: no server: pass --server, set TRUSTAMP_SERVER, or use --data with a local server")
+	}
+	if cfg.Token == "" {
+		return nil, errors.New("api: no token: pass --token, set TRUSTAMP_TOKEN, or use --data with a local server")
+	}
+	u, err := url.Parse(cfg.Server)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return nil, fmt.Errorf("api: server %q: want https://host:port", cfg.Server)
+	}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.CAPEM != nil {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(cfg.CAPEM) {
+			return nil, errors.New("api: CA bundle holds no PEM certificate")
+		}
+		tlsCfg.RootCAs = pool
+	}
+	return &Client{base: u, token: cfg.Token, http: &http.Client{
+		Timeout:   30 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: tlsCfg, Proxy: http.ProxyFromEnvironment},
+	}}, nil
+}
+
+// Agents lists agents; query holds the filters (label, connected, expiring_within).
+func (c *Client) Agents(ctx context.Context, query url.Values) ([]Agent, error) {
+	var out []Agent
+	return out, c.do(ctx, http.MethodGet, "/api/v1/agents?"+query.Encode(), nil, &out)
+}
+
+// Agent returns one agent.
+func (c *Client) Agent(ctx context.Context, uid string) (Agent, error) {
+	var out Agent
+	return out, c.do(ctx, http.MethodGet, "/api/v1/agents/"+url.PathEscape(uid), nil, &out)
+}
+
+// CreateToken mints an enrollment token.
+func (c *Client) CreateToken(ctx context.Context, req TokenRequest) (TokenResponse, error) {
+	var out TokenResponse
+	return out, c.do(ctx, http.MethodPost, "/api/v1/tokens", req, &out)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	ref, _ := url.Parse(path)
+	req, err := http.NewRequestWithContext(ctx, method, c.base.ResolveReference(ref).String(), rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("api: %s %s: %w", method, ref.Path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("api: %s %s: %w", method, ref.Path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e Error
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			return fmt.Errorf("api: %s %s: %s (HTTP %d)", method, ref.Path, e.Error, resp.StatusCode)
+		}
+		return fmt.Errorf("api: %s %s: HTTP %d", method, ref.Path, resp.StatusCode)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("api: %s %s: decode response: %w", method, ref.Path, err)
+	}
+	return nil
+}

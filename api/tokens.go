@@ -1,0 +1,103 @@
+package api
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"regexp"
+	"time"
+
+	"github.com/trustamp/trustamp/audit"
+	"github.com/trustamp/trustamp/storage/state"
+	"github.com/trustamp/trustamp/tokens"
+)
+
+// TokenRequest is the body of POST /api/v1/tokens.
+type TokenRequest struct {
+	// TTL is a Go duration; empty means 1h. At most 720h.
+	TTL string `json:"ttl,omitempty"`
+	// Uses is how many agents may enroll with the token; 0 means 1.
+	Uses int `json:"uses,omitempty"`
+	// Labels become each enrolled agent's labels.
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// TokenResponse carries the secret, shown once.
+type TokenResponse struct {
+	ID        string            `json:"id"`
+	Token     string            `json:"token"`
+	ExpiresAt time.Time         `json:"expires_at"`
+	Uses      int               `json:"uses"`
+	Labels    map[string]string `json:"labels"`
+}
+
+const (
+	maxTokenTTL  = 30 * 24 * time.Hour
+	maxTokenUses = 1_000_000
+)
+
+var labelPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$`)
+
+// createToken: POST /api/v1/tokens. The token is stored hashed and its
+// creation audited in the same transaction.
+func (a *API) createToken(w http.ResponseWriter, r *http.Request) {
+	var req TokenRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "body: %v", err)
+		return
+	}
+	ttl := time.Hour
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d <= 0 || d > maxTokenTTL {
+			writeError(w, http.StatusBadRequest, "ttl %q: want a positive duration up to %s", req.TTL, maxTokenTTL)
+			return
+		}
+		ttl = d
+	}
+	if req.Uses == 0 {
+		req.Uses = 1
+	}
+	if req.Uses < 0 || req.Uses > maxTokenUses {
+		writeError(w, http.StatusBadRequest, "uses %d: want 1 to %d", req.Uses, maxTokenUses)
+		return
+	}
+	for k, v := range req.Labels {
+		if !labelPattern.MatchString(k) || len(v) > 256 {
+			writeError(w, http.StatusBadRequest, "label %q: keys are letters, digits and ._/- (max 63), values at most 256 bytes", k)
+			return
+		}
+	}
+	tok, err := tokens.New(tokens.EnrollPrefix)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "mint token: %v", err)
+		return
+	}
+	p := principal(r.Context())
+	now := a.cfg.Clock()
+	rec := state.EnrollmentToken{ID: tok.ID, Hash: tok.Hash, Labels: req.Labels, MaxUses: req.Uses,
+		ExpiresAt: now.Add(ttl), CreatedAt: now, CreatedBy: p.Actor()}
+	err = a.cfg.Store.Update(r.Context(), func(tx *state.Tx) error {
+		if err := tx.InsertEnrollmentToken(r.Context(), rec); err != nil {
+			return err
+		}
+		_, err := a.cfg.Audit.Append(r.Context(), tx, audit.Record{
+			Actor: p.Actor(), Action: "enroll_token.create", Subject: tok.ID,
+			Details: map[string]any{"uses": req.Uses, "expires_at": rec.ExpiresAt.Format(time.RFC3339), "labels": rec.Labels},
+		})
+		return err
+	})
+	if err != nil {
+		a.log.Error("create enrollment token", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "state store unavailable")
+		return
+	}
+	if rec.Labels == nil {
+		rec.Labels = map[string]string{}
+	}
+	writeJSON(w, http.StatusCreated, TokenResponse{ID: tok.ID, Token: tok.Secret, ExpiresAt: rec.ExpiresAt, Uses: req.Uses, Labels: rec.Labels})
+}
+
+func hexString(b []byte) string { return hex.EncodeToString(b) }

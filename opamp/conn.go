@@ -1,0 +1,295 @@
+package opamp
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/open-telemetry/opamp-go/protobufs"
+	"github.com/open-telemetry/opamp-go/server/types"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/trustamp/trustamp/storage/state"
+)
+
+// serverCapabilities are what trustamp implements today; each issue that
+// adds a feature adds its bit. The first reply on every connection carries
+// them (opamp-go never sets them itself).
+const serverCapabilities = uint64(protobufs.ServerCapabilities_ServerCapabilities_AcceptsStatus |
+	protobufs.ServerCapabilities_ServerCapabilities_AcceptsEffectiveConfig |
+	protobufs.ServerCapabilities_ServerCapabilities_OffersConnectionSettings |
+	protobufs.ServerCapabilities_ServerCapabilities_AcceptsConnectionSettingsRequest)
+
+type connKind int
+
+const (
+	kindAgent      connKind = iota // mTLS: an enrolled agent, uid bound to its certificate
+	kindEnrolling                  // bearer token: may obtain its first certificate, nothing else
+	kindOverloaded                 // accepted only to say "retry later"
+)
+
+type connInfo struct {
+	transport, remote string
+	since             time.Time
+}
+
+// conn is one OpAMP connection (for plain HTTP: one request). opamp-go calls
+// OnMessage sequentially per connection, so its fields need no lock.
+type conn struct {
+	s *Server
+	connInfo
+	kind connKind
+
+	uid    uuid.UUID
+	uidSet bool
+
+	// kindAgent
+	certSerial   string
+	certNotAfter time.Time
+	agent        *state.Agent // registry record, loaded on the first message
+
+	// kindEnrolling
+	token   state.EnrollmentToken
+	issued  bool
+	release func()
+
+	live types.Connection // WebSocket connection, once registered
+}
+
+func (c *conn) callbacks() types.ConnectionCallbacks {
+	return types.ConnectionCallbacks{
+		OnConnected:       c.onConnected,
+		OnMessage:         c.onMessage,
+		OnConnectionClose: c.onClose,
+	}
+}
+
+func (c *conn) onConnected(_ context.Context, oc types.Connection) {
+	if c.transport != transportWebSocket {
+		return
+	}
+	c.s.metrics.Connected.WithLabelValues(c.transport).Inc()
+	if c.kind == kindAgent {
+		c.live = oc
+		c.s.conns.add(c.uid.String(), oc)
+	}
+}
+
+func (c *conn) onClose(oc types.Connection) {
+	if c.release != nil {
+		c.release()
+	}
+	if c.transport != transportWebSocket {
+		return
+	}
+	c.s.metrics.Connected.WithLabelValues(c.transport).Dec()
+	if c.kind != kindAgent {
+		return
+	}
+	c.s.conns.remove(c.uid.String(), oc)
+	if c.agent != nil && c.agent.Connected {
+		c.agent.Connected = false
+		c.agent.LastSeen = c.s.cfg.Clock()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := c.s.cfg.Store.Update(ctx, func(tx *state.Tx) error { return tx.PutAgent(ctx, *c.agent) }); err != nil {
+			c.s.log.Error("record agent disconnect", "uid", c.uid, "err", err)
+		}
+	}
+}
+
+func (c *conn) onMessage(ctx context.Context, oc types.Connection, msg *protobufs.AgentToServer) *protobufs.ServerToAgent {
+	c.s.metrics.Messages.WithLabelValues("in").Inc()
+	resp := &protobufs.ServerToAgent{InstanceUid: msg.InstanceUid, Capabilities: serverCapabilities}
+	var out *protobufs.ServerToAgent
+	switch c.kind {
+	case kindOverloaded:
+		resp.ErrorResponse = retryLater(c.s.cfg.EnrollRetryAfter, "too many agents enrolling at once")
+		return c.sendAndClose(ctx, oc, resp)
+	case kindAgent:
+		out = c.agentMessage(ctx, oc, msg, resp)
+	case kindEnrolling:
+		out = c.enrollingMessage(ctx, msg, resp)
+	}
+	if out != nil {
+		c.s.metrics.Messages.WithLabelValues("out").Inc()
+	}
+	return out
+}
+
+// agentMessage handles a message on an mTLS connection.
+func (c *conn) agentMessage(ctx context.Context, oc types.Connection, msg *protobufs.AgentToServer, resp *protobufs.ServerToAgent) *protobufs.ServerToAgent {
+	if uid, err := uuid.FromBytes(msg.InstanceUid); err != nil || uid != c.uid {
+		return c.impersonation(ctx, oc, msg, resp)
+	}
+	if msg.Flags&uint64(protobufs.AgentToServerFlags_AgentToServerFlags_RequestInstanceUid) != 0 {
+		resp.ErrorResponse = badRequest("this agent's instance_uid is bound to its certificate and cannot change; enroll a new agent to get a new uid")
+		return resp
+	}
+	needFull, err := c.observe(ctx, msg)
+	if err != nil {
+		c.s.log.Error("update agent registry", "uid", c.uid, "err", err)
+		resp.ErrorResponse = retryLater(c.s.cfg.EnrollRetryAfter, "server state unavailable")
+		return resp
+	}
+	if needFull {
+		resp.Flags |= uint64(protobufs.ServerToAgentFlags_ServerToAgentFlags_ReportFullState)
+	}
+	if csr := csrOf(msg); csr != nil {
+		c.offerCertificate(ctx, csr, resp)
+	}
+	return resp
+}
+
+// enrollingMessage handles a message on a token-authenticated connection: it
+// may get a uid and one certificate, and nothing else.
+func (c *conn) enrollingMessage(ctx context.Context, msg *protobufs.AgentToServer, resp *protobufs.ServerToAgent) *protobufs.ServerToAgent {
+	switch {
+	case msg.Flags&uint64(protobufs.AgentToServerFlags_AgentToServerFlags_RequestInstanceUid) != 0:
+		c.uid, c.uidSet = uuid.Must(uuid.NewV7()), true
+		resp.AgentIdentification = &protobufs.AgentIdentification{NewInstanceUid: c.uid[:]}
+		resp.InstanceUid = msg.InstanceUid
+	case !c.uidSet:
+		uid, err := uuid.FromBytes(msg.InstanceUid)
+		if err != nil || uid == uuid.Nil {
+			resp.ErrorResponse = badRequest("instance_uid must be 16 bytes (a UUID); set RequestInstanceUid to be given one")
+			return resp
+		}
+		c.uid, c.uidSet = uid, true
+	default:
+		if uid, err := uuid.FromBytes(msg.InstanceUid); err != nil || uid != c.uid {
+			resp.ErrorResponse = badRequest(fmt.Sprintf("instance_uid changed during enrollment (was %s)", c.uid))
+			return resp
+		}
+	}
+	if csr := csrOf(msg); csr != nil {
+		c.offerCertificate(ctx, csr, resp)
+	}
+	return resp
+}
+
+// impersonation: a certificate for one agent used with another's uid. Answer
+// BadRequest, close, audit (not rate-limited: it takes a valid certificate).
+func (c *conn) impersonation(ctx context.Context, oc types.Connection, msg *protobufs.AgentToServer, resp *protobufs.ServerToAgent) *protobufs.ServerToAgent {
+	claimed := fmt.Sprintf("%x", msg.InstanceUid)
+	if uid, err := uuid.FromBytes(msg.InstanceUid); err == nil {
+		claimed = uid.String()
+	}
+	c.s.metrics.Rejected.WithLabelValues(reasonImpersonation).Inc()
+	c.s.log.Warn("impersonation attempt", "certificate_uid", c.uid, "claimed_uid", claimed, "remote", c.remote)
+	err := c.s.auditRefusal(context.WithoutCancel(ctx), refusal{
+		reason: reasonImpersonation, remote: c.remote, uid: c.uid.String(),
+		detail: fmt.Sprintf("certificate %s for %s used with instance_uid %s", c.certSerial, c.uid, claimed),
+	}, 0)
+	if err != nil {
+		c.s.log.Error("audit impersonation", "err", err)
+	}
+	resp.ErrorResponse = badRequest("instance_uid does not match the client certificate; connection closed")
+	return c.sendAndClose(ctx, oc, resp)
+}
+
+// sendAndClose sends resp and closes a WebSocket. A plain-HTTP exchange ends
+// with its response anyway, so it just returns resp.
+func (c *conn) sendAndClose(ctx context.Context, oc types.Connection, resp *protobufs.ServerToAgent) *protobufs.ServerToAgent {
+	if c.transport != transportWebSocket {
+		return resp
+	}
+	if err := oc.Send(ctx, resp); err == nil {
+		c.s.metrics.Messages.WithLabelValues("out").Inc()
+	}
+	oc.Disconnect()
+	return nil
+}
+
+// observe merges a message into the registry record and persists it. It
+// reports whether the agent must resend its full state: no description on
+// record, or a gap in sequence numbers.
+func (c *conn) observe(ctx context.Context, msg *protobufs.AgentToServer) (bool, error) {
+	now := c.s.cfg.Clock()
+	needFull := false
+	if c.agent == nil {
+		var a state.Agent
+		err := c.s.cfg.Store.View(ctx, func(tx *state.Tx) (err error) {
+			a, err = tx.Agent(ctx, c.uid.String())
+			return err
+		})
+		switch {
+		case errors.Is(err, state.ErrNotFound):
+			a = state.Agent{UID: c.uid.String(), EnrolledAt: now}
+		case err != nil:
+			return false, err
+		}
+		if a.SequenceNum+1 != msg.SequenceNum && msg.AgentDescription == nil {
+			needFull = true
+		}
+		c.agent = &a
+	} else if msg.SequenceNum != c.agent.SequenceNum+1 && msg.AgentDescription == nil {
+		needFull = true
+	}
+	a := c.agent
+	if msg.AgentDescription != nil {
+		a.Description = marshalJSON(msg.AgentDescription)
+	}
+	if len(a.Description) == 0 || string(a.Description) == "{}" {
+		needFull = true
+	}
+	if msg.Capabilities != 0 {
+		a.Capabilities = msg.Capabilities
+	}
+	if msg.Health != nil {
+		a.Health = marshalJSON(msg.Health)
+	}
+	if msg.EffectiveConfig != nil {
+		b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(msg.EffectiveConfig)
+		sum := sha256.Sum256(b)
+		a.EffectiveConfigHash = sum[:]
+	}
+	if msg.PackageStatuses != nil {
+		a.PackageStatuses = marshalJSON(msg.PackageStatuses)
+	}
+	if !a.Connected || a.Replica != c.s.cfg.ReplicaID || a.RemoteAddr != c.remote {
+		a.ConnectedSince = c.since
+	}
+	a.Connected = msg.AgentDisconnect == nil
+	a.Replica, a.RemoteAddr, a.Transport = c.s.cfg.ReplicaID, c.remote, c.transport
+	a.LastSeen, a.SequenceNum = now, msg.SequenceNum
+	a.CertSerial, a.CertNotAfter = c.certSerial, c.certNotAfter
+	err := c.s.cfg.Store.Update(ctx, func(tx *state.Tx) error { return tx.PutAgent(ctx, *a) })
+	return needFull, err
+}
+
+func csrOf(msg *protobufs.AgentToServer) []byte {
+	if r := msg.GetConnectionSettingsRequest().GetOpamp().GetCertificateRequest(); r != nil && len(r.Csr) > 0 {
+		return r.Csr
+	}
+	return nil
+}
+
+func marshalJSON(m proto.Message) []byte {
+	b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+func badRequest(msg string) *protobufs.ServerErrorResponse {
+	return &protobufs.ServerErrorResponse{
+		Type:         protobufs.ServerErrorResponseType_ServerErrorResponseType_BadRequest,
+		ErrorMessage: msg,
+	}
+}
+
+func retryLater(after time.Duration, msg string) *protobufs.ServerErrorResponse {
+	return &protobufs.ServerErrorResponse{
+		Type:         protobufs.ServerErrorResponseType_ServerErrorResponseType_Unavailable,
+		ErrorMessage: msg,
+		Details: &protobufs.ServerErrorResponse_RetryInfo{
+			RetryInfo: &protobufs.RetryInfo{RetryAfterNanoseconds: uint64(after.Nanoseconds())},
+		},
+	}
+}

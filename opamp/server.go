@@ -1,0 +1,156 @@
+// Package opamp is trustamp's OpAMP face, on opamp-go's server: who may
+// connect (OnConnecting), what each AgentToServer message leads to (the
+// per-connection state machine in conn.go), enrollment with the first
+// certificate, identity binding on mTLS connections, and the registry of live
+// connections the server uses to push to or cut off an agent.
+//
+// It never talks SQL: it calls the state store's typed methods and the CA.
+package opamp
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	opampserver "github.com/open-telemetry/opamp-go/server"
+	"github.com/open-telemetry/opamp-go/server/types"
+	"golang.org/x/time/rate"
+
+	"github.com/trustamp/trustamp/audit"
+	"github.com/trustamp/trustamp/ca"
+	"github.com/trustamp/trustamp/storage/state"
+)
+
+// Path is where agents connect, as the OpAMP specification recommends.
+const Path = "/v1/opamp"
+
+// Config wires a Server. Zero values of the optional fields are documented
+// defaults.
+type Config struct {
+	// Store, CA and Audit are required.
+	Store *state.Store
+	CA    *ca.Authority
+	Audit *audit.Log
+	// ReplicaID names this process in the registry. Empty means the
+	// hostname.
+	ReplicaID string
+	// HeartbeatInterval is sent in every opamp connection settings offer
+	// (opamp-go clients treat 0 as "heartbeats off"). Zero means 30s.
+	HeartbeatInterval time.Duration
+	// MaxConcurrentEnrollments bounds enrolling connections in progress;
+	// beyond it agents are told to retry. Zero means 256.
+	MaxConcurrentEnrollments int
+	// EnrollRetryAfter is the retry delay given to agents refused for
+	// overload. Zero means 5s.
+	EnrollRetryAfter time.Duration
+	// UnauthorizedAuditRate bounds audit entries for refused connections,
+	// per second, so a flood cannot fill the log; refusals beyond it are
+	// counted in the next entry. Zero means 1/s with a burst of 20.
+	UnauthorizedAuditRate rate.Limit
+	// Metrics receives counters. Nil means a private, unexported set.
+	Metrics *Metrics
+	// Logger receives logs. Nil means slog.Default().
+	Logger *slog.Logger
+	// Clock returns the current time. Nil means time.Now.
+	Clock func() time.Time
+}
+
+// Server handles OpAMP connections.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	metrics  *Metrics
+	conns    *registry
+	enrolls  chan struct{} // semaphore of enrolling connections
+	refusals *refusalAuditor
+	handler  opampserver.HTTPHandlerFunc
+	connCtx  opampserver.ConnContext
+}
+
+// New validates cfg and builds the opamp-go server behind the handler.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil || cfg.CA == nil || cfg.Audit == nil {
+		return nil, errors.New("opamp: Store, CA and Audit are required")
+	}
+	if cfg.ReplicaID == "" {
+		cfg.ReplicaID, _ = os.Hostname()
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = 30 * time.Second
+	}
+	if cfg.MaxConcurrentEnrollments <= 0 {
+		cfg.MaxConcurrentEnrollments = 256
+	}
+	if cfg.EnrollRetryAfter <= 0 {
+		cfg.EnrollRetryAfter = 5 * time.Second
+	}
+	if cfg.UnauthorizedAuditRate <= 0 {
+		cfg.UnauthorizedAuditRate = 1
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	s := &Server{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		metrics: cfg.Metrics,
+		conns:   newRegistry(),
+		enrolls: make(chan struct{}, cfg.MaxConcurrentEnrollments),
+	}
+	s.refusals = newRefusalAuditor(cfg.UnauthorizedAuditRate, 20, s.auditRefusal)
+	srv := opampserver.New(nil)
+	h, connCtx, err := srv.Attach(opampserver.Settings{
+		Callbacks: types.Callbacks{OnConnecting: s.onConnecting},
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.handler, s.connCtx = h, connCtx
+	return s, nil
+}
+
+// Start marks this replica's earlier connections closed: whatever the
+// registry said before this process started is stale.
+func (s *Server) Start(ctx context.Context) error {
+	return s.cfg.Store.Update(ctx, func(tx *state.Tx) error { return tx.DisconnectReplica(ctx, s.cfg.ReplicaID) })
+}
+
+// ServeHTTP serves the OpAMP endpoint (mount it at Path).
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler(w, r) }
+
+// ConnContext must be the http.Server's ConnContext: opamp-go's plain-HTTP
+// transport finds the connection through it and panics without it.
+func (s *Server) ConnContext(ctx context.Context, c net.Conn) context.Context {
+	return s.connCtx(ctx, c)
+}
+
+// TLSConfig is the listener's TLS: 1.2 or newer, client certificates asked
+// for but optional (enrolling agents have none yet) and verified against the
+// CA by the TLS stack; onConnecting then checks them against the state store.
+func (s *Server) TLSConfig(cert tls.Certificate) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    s.cfg.CA.Roots(),
+		Time:         s.cfg.Clock,
+	}
+}
+
+// Connected reports how many live connections an agent has on this replica.
+func (s *Server) Connected(uid string) int { return s.conns.count(uid) }
+
+// Disconnect closes every live WebSocket connection of an agent on this
+// replica (opamp-go will not) and reports how many it closed.
+func (s *Server) Disconnect(uid string) int { return s.conns.disconnect(uid) }
