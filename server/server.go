@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/trustamp/trustamp/audit"
+	"github.com/trustamp/trustamp/opamp"
 	"github.com/trustamp/trustamp/storage/state"
 )
 
@@ -64,6 +65,10 @@ type OpAMPHandler interface {
 
 // Server is trustamp serve.
 type Server struct {
+	// OpAMP is the OpAMP server when Assemble built this Server, so callers
+	// (tests, the revocation path later) can reach live connections.
+	OpAMP *opamp.Server
+
 	cfg    Config
 	log    *slog.Logger
 	audit  *audit.Log

@@ -1,0 +1,287 @@
+// Package loadgen simulates OpAMP agents with opamp-go's own client: enroll
+// with a token and a CSR, reconnect with mTLS, heartbeat. `trustamp loadgen`
+// runs many of them to measure the server; integration tests use one at a
+// time as a real peer.
+package loadgen
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/open-telemetry/opamp-go/client"
+	"github.com/open-telemetry/opamp-go/client/types"
+	"github.com/open-telemetry/opamp-go/protobufs"
+)
+
+// AgentConfig configures a simulated agent.
+type AgentConfig struct {
+	// ServerURL is wss://host:port/v1/opamp (WebSocket) or
+	// https://host:port/v1/opamp (plain HTTP).
+	ServerURL string
+	// CAPEM verifies the server.
+	CAPEM []byte
+	// Heartbeat is the client's heartbeat (and, over HTTP, polling)
+	// interval. Zero means 30s.
+	Heartbeat time.Duration
+	// Logger receives opamp-go's logs. Nil discards them.
+	Logger types.Logger
+}
+
+// Agent is one simulated fleet member.
+type Agent struct {
+	cfg     AgentConfig
+	UID     uuid.UUID
+	key     *ecdsa.PrivateKey
+	CertPEM []byte // set by Enroll
+
+	mu     sync.Mutex
+	client client.OpAMPClient
+}
+
+// NewAgent makes an agent with a fresh ECDSA P-256 key and a UUIDv7 uid.
+func NewAgent(cfg AgentConfig) (*Agent, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = nopLogger{}
+	}
+	return &Agent{cfg: cfg, UID: uuid.Must(uuid.NewV7()), key: key}, nil
+}
+
+// ServerError is a ServerErrorResponse the server answered with.
+type ServerError struct {
+	Type    protobufs.ServerErrorResponseType
+	Message string
+}
+
+func (e *ServerError) Error() string {
+	return fmt.Sprintf("server error %s: %s", strings.TrimPrefix(e.Type.String(), "ServerErrorResponseType_"), e.Message)
+}
+
+// ErrConnectFailed wraps a failed connection attempt (401, TLS, refused).
+var ErrConnectFailed = errors.New("connect failed")
+
+// Enroll connects with the enrollment token, sends a CSR for its uid and
+// waits for the certificate offer, then disconnects.
+func (a *Agent) Enroll(ctx context.Context, token string) error {
+	csr, err := a.csr()
+	if err != nil {
+		return err
+	}
+	result := make(chan error, 1)
+	report := func(err error) {
+		select {
+		case result <- err:
+		default:
+		}
+	}
+	hdr := http.Header{}
+	hdr.Set("Authorization", "Bearer "+token)
+	c, err := a.startAs(ctx, a.UID, hdr, nil, report, types.Callbacks{
+		OnConnectFailed: func(_ context.Context, err error) { reportConnectFailed(report, err) },
+		OnError: func(_ context.Context, e *protobufs.ServerErrorResponse) {
+			report(&ServerError{Type: e.Type, Message: e.ErrorMessage})
+		},
+		OnOpampConnectionSettings: func(_ context.Context, s *protobufs.OpAMPConnectionSettings) error {
+			if s.GetCertificate() == nil || len(s.Certificate.Cert) == 0 {
+				return errors.New("offer without a certificate")
+			}
+			if len(s.Certificate.PrivateKey) != 0 {
+				report(errors.New("server sent a private key for an agent that sent a CSR"))
+				return nil
+			}
+			a.mu.Lock()
+			a.CertPEM = s.Certificate.Cert
+			a.mu.Unlock()
+			report(nil)
+			return nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer c.Stop(context.WithoutCancel(ctx))
+	if err := c.RequestConnectionSettings(&protobufs.ConnectionSettingsRequest{
+		Opamp: &protobufs.OpAMPConnectionSettingsRequest{CertificateRequest: &protobufs.CertificateRequest{Csr: csr}},
+	}); err != nil {
+		return err
+	}
+	select {
+	case err := <-result:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Connect reconnects with the enrolled certificate (mTLS), presenting
+// claimUID as its instance_uid (the agent's own uid unless a test
+// impersonates another), and returns once the server answered. The
+// connection stays up, heartbeating, until Stop. onError, if set, receives
+// later server errors.
+func (a *Agent) Connect(ctx context.Context, claimUID uuid.UUID, onError func(*ServerError)) error {
+	a.mu.Lock()
+	certPEM := a.CertPEM
+	a.mu.Unlock()
+	if certPEM == nil {
+		return errors.New("loadgen: not enrolled")
+	}
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(a.key)
+	pair, err := tls.X509KeyPair(certPEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+	if err != nil {
+		return fmt.Errorf("loadgen: certificate: %w", err)
+	}
+	ready := make(chan error, 1)
+	report := func(err error) {
+		select {
+		case ready <- err:
+		default:
+		}
+	}
+	c, err := a.startAs(ctx, claimUID, nil, &pair, report, types.Callbacks{
+		OnConnect:       func(context.Context) { report(nil) },
+		OnConnectFailed: func(_ context.Context, err error) { reportConnectFailed(report, err) },
+		OnError: func(_ context.Context, e *protobufs.ServerErrorResponse) {
+			se := &ServerError{Type: e.Type, Message: e.ErrorMessage}
+			report(se)
+			if onError != nil {
+				onError(se)
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.client = c
+	a.mu.Unlock()
+	select {
+	case err := <-ready:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Stop disconnects.
+func (a *Agent) Stop(ctx context.Context) error {
+	a.mu.Lock()
+	c := a.client
+	a.client = nil
+	a.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	return c.Stop(ctx)
+}
+
+// reportConnectFailed reports a failed connection, except a WebSocket "bad
+// handshake": opamp-go logs the HTTP status for that right after, and the
+// status (401, 429) is what callers need (see statusLogger).
+func reportConnectFailed(report func(error), err error) {
+	if strings.Contains(err.Error(), "bad handshake") {
+		return
+	}
+	report(fmt.Errorf("%w: %v", ErrConnectFailed, err))
+}
+
+// statusLogger passes opamp-go's logs on and turns the ones that carry an
+// HTTP status of a refused connection into ErrConnectFailed: opamp-go
+// v0.23.0 reports a 401 to neither callback (HTTP) or without its status
+// (WebSocket), only to the logger.
+type statusLogger struct {
+	types.Logger
+	report func(error)
+}
+
+func (l statusLogger) Errorf(ctx context.Context, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if strings.Contains(msg, "Server responded with status=") || strings.Contains(msg, "invalid response from server:") {
+		l.report(fmt.Errorf("%w: %s", ErrConnectFailed, msg))
+	}
+	l.Logger.Errorf(ctx, "%s", msg)
+}
+
+func (a *Agent) startAs(ctx context.Context, uid uuid.UUID, hdr http.Header, cert *tls.Certificate, report func(error), cb types.Callbacks) (client.OpAMPClient, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(a.cfg.CAPEM) {
+		return nil, errors.New("loadgen: CA bundle holds no certificate")
+	}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
+	if cert != nil {
+		tlsCfg.Certificates = []tls.Certificate{*cert}
+	}
+	logger := statusLogger{Logger: a.cfg.Logger, report: report}
+	var c client.OpAMPClient
+	if strings.HasPrefix(a.cfg.ServerURL, "https://") {
+		hc := client.NewHTTP(logger)
+		hc.SetPollingInterval(a.cfg.Heartbeat)
+		c = hc
+	} else {
+		c = client.NewWebSocket(logger)
+	}
+	caps := protobufs.AgentCapabilities_AgentCapabilities_ReportsStatus |
+		protobufs.AgentCapabilities_AgentCapabilities_AcceptsOpAMPConnectionSettings |
+		protobufs.AgentCapabilities_AgentCapabilities_ReportsHeartbeat
+	if err := c.SetCapabilities(&caps); err != nil {
+		return nil, err
+	}
+	if err := c.SetAgentDescription(&protobufs.AgentDescription{
+		IdentifyingAttributes: []*protobufs.KeyValue{
+			{Key: "service.name", Value: &protobufs.AnyValue{Value: &protobufs.AnyValue_StringValue{StringValue: "trustamp-loadgen"}}},
+			{Key: "service.instance.id", Value: &protobufs.AnyValue{Value: &protobufs.AnyValue_StringValue{StringValue: uid.String()}}},
+		},
+	}); err != nil {
+		return nil, err
+	}
+	hb := a.cfg.Heartbeat
+	err := c.Start(ctx, types.StartSettings{
+		OpAMPServerURL:    a.cfg.ServerURL,
+		Header:            hdr,
+		TLSConfig:         tlsCfg,
+		InstanceUid:       types.InstanceUid(uid),
+		Callbacks:         cb,
+		HeartbeatInterval: &hb,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: start opamp client: %w", err)
+	}
+	return c, nil
+}
+
+// KeyPEM returns the agent's private key as PKCS#8 PEM (tests build TLS
+// clients from it).
+func (a *Agent) KeyPEM() []byte {
+	der, _ := x509.MarshalPKCS8PrivateKey(a.key)
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+}
+
+func (a *Agent) csr() ([]byte, error) {
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, a.key)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
+}
+
+type nopLogger struct{}
+
+func (nopLogger) Debugf(context.Context, string, ...any) {}
+func (nopLogger) Errorf(context.Context, string, ...any) {}

@@ -1,0 +1,513 @@
+package opamp_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/open-telemetry/opamp-go/protobufs"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/trustamp/trustamp/api"
+	"github.com/trustamp/trustamp/audit"
+	"github.com/trustamp/trustamp/datadir"
+	"github.com/trustamp/trustamp/loadgen"
+	"github.com/trustamp/trustamp/server"
+	"github.com/trustamp/trustamp/storage/state"
+)
+
+// clock is a settable clock shared by the server under test.
+type clock struct {
+	mu sync.Mutex
+	d  time.Duration
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return time.Now().Add(c.d) }
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.d += d
+	c.mu.Unlock()
+}
+
+// env is a running trustamp with its clients.
+type env struct {
+	t       *testing.T
+	dir     *datadir.Dir
+	srv     *server.Server
+	opampAt string // host:port
+	caPEM   []byte
+	admin   *api.Client
+	clock   *clock
+}
+
+func (e *env) url(transport string) string {
+	if transport == "http" {
+		return "https://" + e.opampAt + "/v1/opamp"
+	}
+	return "wss://" + e.opampAt + "/v1/opamp"
+}
+
+func start(t *testing.T, configYAML string) *env {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	root := filepath.Join(t.TempDir(), "data")
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "trustamp.yaml"), []byte(configYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts := datadir.Options{Layout: datadir.Layout{Root: root}}
+	if _, err := datadir.Init(ctx, opts); err != nil {
+		t.Fatal(err)
+	}
+	d, err := datadir.Open(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ol, _ := net.Listen("tcp", "127.0.0.1:0")
+	al, _ := net.Listen("tcp", "127.0.0.1:0")
+	clk := &clock{}
+	ready := make(chan struct{})
+	srv, err := server.Assemble(ctx, d, server.AssembleOptions{
+		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OpAMPListener: ol, AdminListener: al, Clock: clk.now,
+		OnListening: func(net.Addr, net.Addr) { close(ready) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	<-ready
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("server: %v", err)
+		}
+		d.Close()
+	})
+	cred, err := datadir.ReadLocalCredential(opts.Layout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, _ := os.ReadFile(cred.CAFile)
+	admin, err := api.NewClient(api.ClientConfig{Server: cred.Server, Token: cred.Token, CAPEM: caPEM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, dir: d, srv: srv, opampAt: ol.Addr().String(), caPEM: caPEM, admin: admin, clock: clk}
+}
+
+func (e *env) token(uses int, ttl string, labels map[string]string) string {
+	e.t.Helper()
+	resp, err := e.admin.CreateToken(context.Background(), api.TokenRequest{Uses: uses, TTL: ttl, Labels: labels})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp.Token
+}
+
+func (e *env) agent(transport string) *loadgen.Agent {
+	e.t.Helper()
+	a, err := loadgen.NewAgent(loadgen.AgentConfig{ServerURL: e.url(transport), CAPEM: e.caPEM, Heartbeat: time.Second})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { a.Stop(context.Background()) })
+	return a
+}
+
+// auditActions returns the actions in the audit log, after verifying it.
+func (e *env) auditActions() []string {
+	e.t.Helper()
+	pub, _ := e.dir.AuditPublicKey()
+	if _, err := audit.VerifyStore(context.Background(), e.dir.Store, pub); err != nil {
+		e.t.Fatalf("audit log does not verify: %v", err)
+	}
+	var acts []string
+	e.dir.Store.View(context.Background(), func(tx *state.Tx) error {
+		return tx.ScanAudit(context.Background(), state.AuditFilter{}, func(r state.AuditRow) error {
+			acts = append(acts, r.Action+":"+r.Subject+" "+r.Details)
+			return nil
+		})
+	})
+	return acts
+}
+
+func (e *env) hasAudit(action, detail string) bool {
+	for _, a := range e.auditActions() {
+		if strings.HasPrefix(a, action+":") && strings.Contains(a, detail) {
+			return true
+		}
+	}
+	return false
+}
+
+// waitAgent polls the admin API until the agent's record satisfies ok: the
+// registry is updated when the first message is processed, which can be
+// after the client's OnConnect.
+func (e *env) waitAgent(uid uuid.UUID, ok func(api.Agent) bool) api.Agent {
+	e.t.Helper()
+	var got api.Agent
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		var err error
+		if got, err = e.admin.Agent(context.Background(), uid.String()); err == nil && ok(got) {
+			return got
+		}
+	}
+	e.t.Fatalf("agent %s never reached the expected state; last: %+v", uid, got)
+	return got
+}
+
+func ctx10(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+var transports = []string{"websocket", "http"}
+
+func TestEnrollHappyPath(t *testing.T) {
+	e := start(t, "")
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			ctx := ctx10(t)
+			a := e.agent(tr)
+			if err := a.Enroll(ctx, e.token(1, "10m", map[string]string{"env": "prod", "transport": tr})); err != nil {
+				t.Fatalf("enroll: %v", err)
+			}
+			block, _ := pem.Decode(a.CertPEM)
+			leaf, err := x509.ParseCertificate(block.Bytes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if leaf.Subject.CommonName != a.UID.String() || leaf.URIs[0].String() != "spiffe://trustamp.local/agent/"+a.UID.String() {
+				t.Fatalf("certificate names %s %v, want agent %s", leaf.Subject.CommonName, leaf.URIs, a.UID)
+			}
+			if err := a.Connect(ctx, a.UID, nil); err != nil {
+				t.Fatalf("mTLS connect: %v", err)
+			}
+			// The registry shows the agent with its token's labels and the
+			// certificate it connected with; the certificate is confirmed.
+			got := e.waitAgent(a.UID, func(g api.Agent) bool { return g.Connected && g.CertSerial != "" })
+			if !got.Connected || got.Labels["env"] != "prod" || got.Transport != tr || got.CertNotAfter == nil || len(got.Description) == 0 {
+				t.Fatalf("registry: %+v", got)
+			}
+			var cert state.Certificate
+			e.dir.Store.View(ctx, func(tx *state.Tx) (err error) { cert, err = tx.CertificateBySerial(ctx, got.CertSerial); return err })
+			if cert.Status != state.CertConfirmed || cert.UID != a.UID.String() {
+				t.Fatalf("certificate record %+v, want confirmed for %s", cert, a.UID)
+			}
+			for _, act := range []string{"agent.enroll", "cert.issue", "cert.confirm"} {
+				if !e.hasAudit(act, a.UID.String()) {
+					t.Errorf("no %s audit entry for %s", act, a.UID)
+				}
+			}
+		})
+	}
+}
+
+func TestSingleUseTokenReuseRefused(t *testing.T) {
+	e := start(t, "")
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			ctx := ctx10(t)
+			tok := e.token(1, "10m", nil)
+			if err := e.agent(tr).Enroll(ctx, tok); err != nil {
+				t.Fatal(err)
+			}
+			err := e.agent(tr).Enroll(ctx, tok)
+			if !errors.Is(err, loadgen.ErrConnectFailed) || !strings.Contains(err.Error(), "401") {
+				t.Fatalf("second enrollment with a single-use token: %v, want 401", err)
+			}
+			if !e.hasAudit("agent.connect_refused", "token_used") {
+				t.Fatal("refused reuse not audited")
+			}
+		})
+	}
+}
+
+func TestExpiredTokenRefused(t *testing.T) {
+	e := start(t, "")
+	tok := e.token(5, "1m", nil)
+	e.clock.advance(2 * time.Minute)
+	err := e.agent("websocket").Enroll(ctx10(t), tok)
+	if !errors.Is(err, loadgen.ErrConnectFailed) || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("expired token: %v, want 401", err)
+	}
+	if !e.hasAudit("agent.connect_refused", "token_expired") {
+		t.Fatal("expired token not audited")
+	}
+}
+
+func TestNoCredentials401(t *testing.T) {
+	e := start(t, "")
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			err := e.agent(tr).Enroll(ctx10(t), "")
+			if !errors.Is(err, loadgen.ErrConnectFailed) || !strings.Contains(err.Error(), "401") {
+				t.Fatalf("no credentials: %v, want 401", err)
+			}
+		})
+	}
+	resp := e.post(t, "", &protobufs.AgentToServer{InstanceUid: uuidBytes()})
+	if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") == "" {
+		t.Fatalf("plain POST without credentials: %d %v", resp.StatusCode, resp.Header)
+	}
+	if !e.hasAudit("agent.connect_refused", "no_credentials") {
+		t.Fatal("refusal not audited")
+	}
+}
+
+// TestImpersonation: agent A's certificate presented with agent B's uid is
+// refused with BadRequest, the connection is closed, and it is audited.
+func TestImpersonation(t *testing.T) {
+	e := start(t, "")
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			ctx := ctx10(t)
+			tok := e.token(2, "10m", nil)
+			a, b := e.agent(tr), e.agent(tr)
+			if err := a.Enroll(ctx, tok); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Enroll(ctx, tok); err != nil {
+				t.Fatal(err)
+			}
+			errs := make(chan *loadgen.ServerError, 4)
+			err := a.Connect(ctx, b.UID, func(se *loadgen.ServerError) { errs <- se })
+			var se *loadgen.ServerError
+			if err != nil && !errors.As(err, &se) {
+				t.Fatalf("connect: %v", err)
+			}
+			if se == nil {
+				select {
+				case se = <-errs:
+				case <-ctx.Done():
+					t.Fatal("no ServerErrorResponse for impersonation")
+				}
+			}
+			if se.Type != protobufs.ServerErrorResponseType_ServerErrorResponseType_BadRequest || !strings.Contains(se.Message, "does not match") {
+				t.Fatalf("got %v, want BadRequest about the uid", se)
+			}
+			if tr == "websocket" {
+				deadline := time.Now().Add(5 * time.Second)
+				for e.srv.OpAMP.Connected(a.UID.String()) != 0 && time.Now().Before(deadline) {
+					time.Sleep(10 * time.Millisecond)
+				}
+				if n := e.srv.OpAMP.Connected(a.UID.String()); n != 0 {
+					t.Fatalf("impersonating connection still open (%d)", n)
+				}
+			}
+			a.Stop(ctx)
+			if !e.hasAudit("agent.impersonation", b.UID.String()) {
+				t.Fatal("impersonation not audited")
+			}
+			// B's registry record was not touched by A's messages.
+			if got, _ := e.admin.Agent(ctx, b.UID.String()); got.Connected {
+				t.Fatal("impersonated agent shown as connected")
+			}
+		})
+	}
+}
+
+// post sends one AgentToServer over plain HTTP and returns the raw response.
+func (e *env) post(t *testing.T, token string, msg *protobufs.AgentToServer) *http.Response {
+	t.Helper()
+	body, _ := proto.Marshal(msg)
+	req, _ := http.NewRequest(http.MethodPost, e.url("http"), bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := e.httpClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+func (e *env) httpClient() *http.Client {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(e.caPEM)
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+}
+
+func decode(t *testing.T, resp *http.Response) *protobufs.ServerToAgent {
+	t.Helper()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("HTTP %d", resp.StatusCode)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	var out protobufs.ServerToAgent
+	if err := proto.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	return &out
+}
+
+func uuidBytes() []byte { u := uuid.Must(uuid.NewV7()); return u[:] }
+
+const wantCaps = uint64(protobufs.ServerCapabilities_ServerCapabilities_AcceptsStatus |
+	protobufs.ServerCapabilities_ServerCapabilities_OffersConnectionSettings |
+	protobufs.ServerCapabilities_ServerCapabilities_AcceptsConnectionSettingsRequest)
+
+func TestCapabilitiesInFirstResponse(t *testing.T) {
+	e := start(t, "")
+	tok := e.token(1, "10m", nil)
+	// Plain HTTP.
+	got := decode(t, e.post(t, tok, &protobufs.AgentToServer{InstanceUid: uuidBytes(), SequenceNum: 0}))
+	if got.Capabilities&wantCaps != wantCaps {
+		t.Fatalf("HTTP first response capabilities %b, want %b set", got.Capabilities, wantCaps)
+	}
+	// WebSocket: the very first frame.
+	ws := e.dialWS(t, tok)
+	first := wsExchange(t, ws, &protobufs.AgentToServer{InstanceUid: uuidBytes()})
+	if first.Capabilities&wantCaps != wantCaps {
+		t.Fatalf("WebSocket first response capabilities %b, want %b set", first.Capabilities, wantCaps)
+	}
+}
+
+func TestRequestInstanceUid(t *testing.T) {
+	e := start(t, "")
+	tok := e.token(1, "10m", nil)
+	flag := uint64(protobufs.AgentToServerFlags_AgentToServerFlags_RequestInstanceUid)
+	got := decode(t, e.post(t, tok, &protobufs.AgentToServer{InstanceUid: uuidBytes(), Flags: flag}))
+	newUID, err := uuid.FromBytes(got.GetAgentIdentification().GetNewInstanceUid())
+	if err != nil || newUID.Version() != 7 {
+		t.Fatalf("enrolling connection asked for a uid, got %v (%v)", got.AgentIdentification, err)
+	}
+	// On a full connection the uid is bound to the certificate.
+	ctx := ctx10(t)
+	a := e.agent("http")
+	if err := a.Enroll(ctx, e.token(1, "10m", nil)); err != nil {
+		t.Fatal(err)
+	}
+	c := e.mtlsClient(t, a)
+	body, _ := proto.Marshal(&protobufs.AgentToServer{InstanceUid: a.UID[:], Flags: flag})
+	req, _ := http.NewRequest(http.MethodPost, e.url("http"), bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out := decode(t, resp)
+	if out.ErrorResponse.GetType() != protobufs.ServerErrorResponseType_ServerErrorResponseType_BadRequest || out.AgentIdentification != nil {
+		t.Fatalf("full connection asking for a new uid: %v", out)
+	}
+}
+
+func TestCSRRefusedWithReasonTokenKept(t *testing.T) {
+	e := start(t, "")
+	tok := e.token(1, "10m", nil)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{"bank.example"}}, key)
+	csr := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+	got := decode(t, e.post(t, tok, &protobufs.AgentToServer{InstanceUid: uuidBytes(), ConnectionSettingsRequest: &protobufs.ConnectionSettingsRequest{
+		Opamp: &protobufs.OpAMPConnectionSettingsRequest{CertificateRequest: &protobufs.CertificateRequest{Csr: csr}}}}))
+	if got.ErrorResponse.GetType() != protobufs.ServerErrorResponseType_ServerErrorResponseType_BadRequest ||
+		!strings.Contains(got.ErrorResponse.GetErrorMessage(), "DNS") || got.ConnectionSettings != nil {
+		t.Fatalf("bad CSR: %v", got)
+	}
+	// The refusal did not spend the single-use token.
+	if err := e.agent("http").Enroll(ctx10(t), tok); err != nil {
+		t.Fatalf("token spent by a refused CSR: %v", err)
+	}
+}
+
+func TestEnrollingConnectionCannotTakeOverEnrolledUID(t *testing.T) {
+	e := start(t, "")
+	ctx := ctx10(t)
+	a := e.agent("http")
+	if err := a.Enroll(ctx, e.token(1, "10m", nil)); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	got := decode(t, e.post(t, e.token(1, "10m", nil), &protobufs.AgentToServer{InstanceUid: a.UID[:], ConnectionSettingsRequest: &protobufs.ConnectionSettingsRequest{
+		Opamp: &protobufs.OpAMPConnectionSettingsRequest{CertificateRequest: &protobufs.CertificateRequest{Csr: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})}}}}))
+	if got.ErrorResponse.GetType() != protobufs.ServerErrorResponseType_ServerErrorResponseType_BadRequest || got.ConnectionSettings != nil {
+		t.Fatalf("second enrollment of an existing uid: %v", got)
+	}
+}
+
+func TestOverloadedEnrollmentsAreToldToRetry(t *testing.T) {
+	e := start(t, "opamp:\n  max_concurrent_enrollments: 1\n")
+	tok := e.token(10, "10m", nil)
+	hold := e.dialWS(t, tok) // occupies the only enrollment slot
+	_ = hold
+	resp := e.post(t, tok, &protobufs.AgentToServer{InstanceUid: uuidBytes()})
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("HTTP over the limit: %d Retry-After=%q, want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	ws := e.dialWS(t, tok)
+	got := wsExchange(t, ws, &protobufs.AgentToServer{InstanceUid: uuidBytes()})
+	if got.ErrorResponse.GetType() != protobufs.ServerErrorResponseType_ServerErrorResponseType_Unavailable ||
+		got.ErrorResponse.GetRetryInfo().GetRetryAfterNanoseconds() == 0 {
+		t.Fatalf("WebSocket over the limit: %v, want Unavailable with retry_info", got)
+	}
+}
+
+func TestAdminAPIRolesAndFilters(t *testing.T) {
+	e := start(t, "")
+	ctx := ctx10(t)
+	a := e.agent("websocket")
+	if err := a.Enroll(ctx, e.token(1, "10m", map[string]string{"site": "fra"})); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Connect(ctx, a.UID, nil); err != nil {
+		t.Fatal(err)
+	}
+	e.waitAgent(a.UID, func(g api.Agent) bool { return g.CertNotAfter != nil })
+	list := func(q string) int {
+		vals, _ := urlValues(q)
+		as, err := e.admin.Agents(ctx, vals)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(as)
+	}
+	if list("label=site=fra") != 1 || list("label=site=nyc") != 0 || list("expiring_within=25h") != 1 || list("expiring_within=1h") != 0 {
+		t.Fatal("agent filters do not select as expected")
+	}
+	if _, err := e.admin.Agent(ctx, "nope"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("unknown agent: %v", err)
+	}
+	// An auditor can read but not mint enrollment tokens.
+	auditorToken := "tsa_auditor-test-token-0000000000000000000000"
+	e.dir.Store.Update(ctx, func(tx *state.Tx) error {
+		return tx.InsertAdminToken(ctx, state.AdminToken{ID: "aud1", Name: "auditor", Role: api.RoleAuditor, Hash: hashOf(auditorToken), CreatedAt: time.Now()})
+	})
+	cred, _ := datadir.ReadLocalCredential(e.dir.Layout)
+	auditor, _ := api.NewClient(api.ClientConfig{Server: cred.Server, Token: auditorToken, CAPEM: e.caPEM})
+	if _, err := auditor.Agents(ctx, nil); err != nil {
+		t.Fatalf("auditor cannot list agents: %v", err)
+	}
+	if _, err := auditor.CreateToken(ctx, api.TokenRequest{}); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("auditor minted a token: %v", err)
+	}
+	bad, _ := api.NewClient(api.ClientConfig{Server: cred.Server, Token: "tsa_wrong", CAPEM: e.caPEM})
+	if _, err := bad.Agents(ctx, nil); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("wrong admin token: %v", err)
+	}
+}

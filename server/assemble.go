@@ -1,0 +1,116 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/trustamp/trustamp/api"
+	"github.com/trustamp/trustamp/audit"
+	"github.com/trustamp/trustamp/ca"
+	"github.com/trustamp/trustamp/datadir"
+	"github.com/trustamp/trustamp/opamp"
+)
+
+// AssembleOptions adjusts Assemble for tests and the CLI.
+type AssembleOptions struct {
+	// Logger receives logs. Nil means slog.Default().
+	Logger *slog.Logger
+	// Notices receives one-line notices for the operator (where the admin
+	// API is). Nil means none.
+	Notices io.Writer
+	// OpAMPListener and AdminListener replace the configured addresses.
+	OpAMPListener, AdminListener net.Listener
+	// OnListening is called after the local CLI credential is written.
+	OnListening func(opamp, admin net.Addr)
+	// Clock returns the current time. Nil means time.Now.
+	Clock func() time.Time
+}
+
+// Assemble builds the whole server from an opened data dir: the composition
+// root, where every package is wired to the others.
+func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	key, err := d.AuditKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	auditLog := audit.New(audit.Config{Key: key, Logger: o.Logger, Clock: o.Clock})
+	authority, err := ca.New(ctx, ca.Config{Keys: d.Keys, Files: d.Layout.CAFiles(), TrustDomain: d.Config.TrustDomain, Clock: o.Clock})
+	if err != nil {
+		return nil, err
+	}
+	cert, err := authority.ServerCertificate(ctx, d.Config.OpAMP.ServerNames)
+	if err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := opamp.NewMetrics()
+	if err := metrics.Register(reg); err != nil {
+		return nil, err
+	}
+	op, err := opamp.New(opamp.Config{
+		Store: d.Store, CA: authority, Audit: auditLog, ReplicaID: d.Config.OpAMP.ReplicaID,
+		HeartbeatInterval:        d.Config.OpAMP.HeartbeatInterval,
+		MaxConcurrentEnrollments: d.Config.OpAMP.MaxConcurrentEnrollments,
+		Metrics:                  metrics, Logger: o.Logger, Clock: o.Clock,
+	})
+	if err != nil {
+		return nil, err
+	}
+	admin := api.New(api.Config{Store: d.Store, Audit: auditLog, Gatherer: reg, Logger: o.Logger, Clock: o.Clock})
+	srv, err := New(Config{
+		OpAMPAddr:          d.Config.OpAMP.Addr,
+		OpAMPListener:      o.OpAMPListener,
+		AdminAddr:          d.Config.Admin.Addr,
+		AdminListener:      o.AdminListener,
+		Store:              d.Store,
+		AuditKey:           key,
+		CheckpointInterval: d.Config.Audit.CheckpointInterval,
+		Logger:             o.Logger,
+		OpAMP:              op,
+		TLS:                &cert,
+		CAPEM:              authority.RootPEM(),
+		Admin:              admin,
+		OnListening: func(opampAddr, adminAddr net.Addr) {
+			url := "https://" + dialable(adminAddr)
+			if err := d.WriteLocalCredential(ctx, auditLog, url, o.Clock()); err != nil {
+				o.Logger.Error("write local CLI credential", "err", err)
+			} else if o.Notices != nil {
+				fmt.Fprintf(o.Notices, "admin API %s (local CLI credential in %s)\n", url, d.Layout.LocalCredential())
+			}
+			if o.OnListening != nil {
+				o.OnListening(opampAddr, adminAddr)
+			}
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	srv.OpAMP = op
+	return srv, nil
+}
+
+// dialable turns a listen address into one a local client can dial.
+func dialable(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
