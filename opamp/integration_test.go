@@ -511,3 +511,75 @@ func TestAdminAPIRolesAndFilters(t *testing.T) {
 		t.Fatalf("wrong admin token: %v", err)
 	}
 }
+
+// mtlsPost sends one AgentToServer over plain HTTP with an agent's
+// certificate.
+func (e *env) mtlsPost(t *testing.T, a *loadgen.Agent, msg *protobufs.AgentToServer) *protobufs.ServerToAgent {
+	t.Helper()
+	body, _ := proto.Marshal(msg)
+	req, _ := http.NewRequest(http.MethodPost, e.url("http"), bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	resp, err := e.mtlsClient(t, a).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	return decode(t, resp)
+}
+
+func TestReportFullStateOnMissingRecordOrGap(t *testing.T) {
+	e := start(t, "")
+	a := e.agent("http")
+	if err := a.Enroll(ctx10(t), e.token(1, "10m", nil)); err != nil {
+		t.Fatal(err)
+	}
+	full := uint64(protobufs.ServerToAgentFlags_ServerToAgentFlags_ReportFullState)
+	desc := &protobufs.AgentDescription{IdentifyingAttributes: []*protobufs.KeyValue{{Key: "service.name",
+		Value: &protobufs.AnyValue{Value: &protobufs.AnyValue_StringValue{StringValue: "otelcol"}}}}}
+	steps := []struct {
+		name     string
+		msg      *protobufs.AgentToServer
+		wantFull bool
+	}{
+		{"no description on record", &protobufs.AgentToServer{InstanceUid: a.UID[:], SequenceNum: 1}, true},
+		{"full state sent", &protobufs.AgentToServer{InstanceUid: a.UID[:], SequenceNum: 2, AgentDescription: desc}, false},
+		{"next in sequence", &protobufs.AgentToServer{InstanceUid: a.UID[:], SequenceNum: 3}, false},
+		{"sequence jumps", &protobufs.AgentToServer{InstanceUid: a.UID[:], SequenceNum: 9}, true},
+	}
+	for _, st := range steps {
+		got := e.mtlsPost(t, a, st.msg)
+		if (got.Flags&full != 0) != st.wantFull {
+			t.Fatalf("%s: ReportFullState=%v, want %v", st.name, got.Flags&full != 0, st.wantFull)
+		}
+	}
+}
+
+func TestAgentDisconnectHonoured(t *testing.T) {
+	e := start(t, "")
+	a := e.agent("http")
+	if err := a.Enroll(ctx10(t), e.token(1, "10m", nil)); err != nil {
+		t.Fatal(err)
+	}
+	e.mtlsPost(t, a, &protobufs.AgentToServer{InstanceUid: a.UID[:], SequenceNum: 1})
+	e.waitAgent(a.UID, func(g api.Agent) bool { return g.Connected })
+	e.mtlsPost(t, a, &protobufs.AgentToServer{InstanceUid: a.UID[:], SequenceNum: 2, AgentDisconnect: &protobufs.AgentDisconnect{}})
+	e.waitAgent(a.UID, func(g api.Agent) bool { return !g.Connected })
+}
+
+func TestWebSocketCloseMarksDisconnected(t *testing.T) {
+	e := start(t, "")
+	ctx := ctx10(t)
+	a := e.agent("websocket")
+	if err := a.Enroll(ctx, e.token(1, "10m", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Connect(ctx, a.UID, nil); err != nil {
+		t.Fatal(err)
+	}
+	e.waitAgent(a.UID, func(g api.Agent) bool { return g.Connected })
+	if n := e.srv.OpAMP.Connected(a.UID.String()); n != 1 {
+		t.Fatalf("live connections %d, want 1", n)
+	}
+	a.Stop(ctx)
+	e.waitAgent(a.UID, func(g api.Agent) bool { return !g.Connected })
+}

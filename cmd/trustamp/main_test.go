@@ -110,7 +110,13 @@ func TestAuditExportVerifyFile(t *testing.T) {
 		t.Fatalf("verify export: %v\n%s", err, out)
 	}
 	b, _ := os.ReadFile(file)
-	os.WriteFile(file, bytes.Replace(b, []byte(`"server.init"`), []byte(`"server.nope"`), 1), 0o600)
+	lines := bytes.Split(b, []byte("\n"))
+	for i, l := range lines {
+		if bytes.Contains(l, []byte(`"type":"entry","seq":1,`)) {
+			lines[i] = bytes.Replace(l, []byte(`"actor":"system:init"`), []byte(`"actor":"someone-else"`), 1)
+		}
+	}
+	os.WriteFile(file, bytes.Join(lines, []byte("\n")), 0o600)
 	if _, _, err := run(t, "audit", "verify", file); err == nil || !strings.Contains(err.Error(), "entry 1") {
 		t.Fatalf("edited export: %v, want entry 1 named", err)
 	}

@@ -40,6 +40,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newAuditCmd(g),
 		newTokenCmd(g),
 		newAgentsCmd(g),
+		newLoadgenCmd(g),
 	)
 	return root
 }

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/trustamp/trustamp/api"
+	"github.com/trustamp/trustamp/datadir"
+	"github.com/trustamp/trustamp/loadgen"
+	"github.com/trustamp/trustamp/server"
+)
+
+// serveInProcess runs a server on the data dir as `trustamp serve` would and
+// returns the OpAMP address.
+func serveInProcess(t *testing.T, dir string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	opts := datadir.Options{Layout: datadir.Layout{Root: dir}}
+	if _, err := datadir.Init(ctx, opts); err != nil {
+		t.Fatal(err)
+	}
+	d, err := datadir.Open(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ol, _ := net.Listen("tcp", "127.0.0.1:0")
+	al, _ := net.Listen("tcp", "127.0.0.1:0")
+	ready := make(chan struct{})
+	srv, err := server.Assemble(ctx, d, server.AssembleOptions{
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), OpAMPListener: ol, AdminListener: al,
+		OnListening: func(net.Addr, net.Addr) { close(ready) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	<-ready
+	t.Cleanup(func() { cancel(); <-done; d.Close() })
+	return ol.Addr().String()
+}
+
+func TestTokenAndAgentsCommands(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	opampAddr := serveInProcess(t, dir)
+
+	out, _, err := run(t, "token", "create", "--data", dir, "--uses", "2", "--ttl", "10m", "--label", "site=fra", "--label", "tier=edge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSpace(out)
+	if !strings.HasPrefix(token, "tse_") || strings.Contains(token, "\n") {
+		t.Fatalf("token create printed %q, want the token alone", out)
+	}
+	if _, _, err := run(t, "token", "create", "--data", dir, "--label", "novalue"); err == nil {
+		t.Fatal("--label without = accepted")
+	}
+
+	caPEM, _ := os.ReadFile(filepath.Join(dir, "ca", "root.pem"))
+	a, _ := loadgen.NewAgent(loadgen.AgentConfig{ServerURL: "wss://" + opampAddr + "/v1/opamp", CAPEM: caPEM})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Enroll(ctx, token); err != nil {
+		t.Fatal(err)
+	}
+
+	out, _, err = run(t, "agents", "list", "--data", dir, "--label", "site=fra", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var agents []api.Agent
+	if err := json.Unmarshal([]byte(out), &agents); err != nil {
+		t.Fatalf("agents list -o json: %v\n%s", err, out)
+	}
+	if len(agents) != 1 || agents[0].UID != a.UID.String() || agents[0].Labels["tier"] != "edge" {
+		t.Fatalf("agents list: %+v", agents)
+	}
+	out, _, err = run(t, "agents", "list", "--data", dir)
+	if err != nil || !strings.Contains(out, "UID") || !strings.Contains(out, a.UID.String()) {
+		t.Fatalf("agents list table: %v\n%s", err, out)
+	}
+	out, _, err = run(t, "agents", "show", a.UID.String(), "--data", dir)
+	if err != nil || !strings.Contains(out, "site=fra,tier=edge") {
+		t.Fatalf("agents show: %v\n%s", err, out)
+	}
+	if _, _, err := run(t, "agents", "show", "00000000-0000-0000-0000-000000000000", "--data", dir); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("agents show of an unknown uid: %v", err)
+	}
+	// Without a running server's credential, the CLI says what to do.
+	if _, _, err := run(t, "agents", "list", "--data", t.TempDir()); err == nil || !strings.Contains(err.Error(), "serve") {
+		t.Fatalf("no local server: %v", err)
+	}
+}
