@@ -25,7 +25,7 @@ func urlValues(q string) (url.Values, error) { return url.ParseQuery(q) }
 func (e *env) dialWS(t *testing.T, token string) *websocket.Conn {
 	t.Helper()
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(e.caPEM)
+	pool.AppendCertsFromPEM(e.CAPEM)
 	d := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}, HandshakeTimeout: 5 * time.Second}
 	hdr := http.Header{}
 	hdr.Set("Authorization", "Bearer "+token)
@@ -66,7 +66,7 @@ func wsExchange(t *testing.T, c *websocket.Conn, msg *protobufs.AgentToServer) *
 func (e *env) mtlsClient(t *testing.T, a *loadgen.Agent) *http.Client {
 	t.Helper()
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(e.caPEM)
+	pool.AppendCertsFromPEM(e.CAPEM)
 	keyPEM := a.KeyPEM()
 	pair, err := tls.X509KeyPair(a.CertPEM, keyPEM)
 	if err != nil {

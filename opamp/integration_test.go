@@ -11,13 +11,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,97 +23,31 @@ import (
 	"github.com/trustamp/trustamp/api"
 	"github.com/trustamp/trustamp/audit"
 	"github.com/trustamp/trustamp/datadir"
+	"github.com/trustamp/trustamp/internal/servertest"
 	"github.com/trustamp/trustamp/loadgen"
 	"github.com/trustamp/trustamp/server"
 	"github.com/trustamp/trustamp/storage/state"
 )
 
-// clock is a settable clock shared by the server under test.
-type clock struct {
-	mu sync.Mutex
-	d  time.Duration
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return time.Now().Add(c.d) }
-func (c *clock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.d += d
-	c.mu.Unlock()
-}
-
-// env is a running trustamp with its clients.
+// env is a running trustamp with the test that owns it.
 type env struct {
-	t       *testing.T
-	dir     *datadir.Dir
-	srv     *server.Server
-	opampAt string // host:port
-	caPEM   []byte
-	admin   *api.Client
-	clock   *clock
+	*servertest.Env
+	t   *testing.T
+	dir *datadir.Dir
+	srv *server.Server
 }
 
-func (e *env) url(transport string) string {
-	if transport == "http" {
-		return "https://" + e.opampAt + "/v1/opamp"
-	}
-	return "wss://" + e.opampAt + "/v1/opamp"
-}
+func (e *env) url(transport string) string { return e.URL(transport) }
 
 func start(t *testing.T, configYAML string) *env {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	root := filepath.Join(t.TempDir(), "data")
-	if err := os.MkdirAll(root, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(root, "trustamp.yaml"), []byte(configYAML), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	opts := datadir.Options{Layout: datadir.Layout{Root: root}}
-	if _, err := datadir.Init(ctx, opts); err != nil {
-		t.Fatal(err)
-	}
-	d, err := datadir.Open(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ol, _ := net.Listen("tcp", "127.0.0.1:0")
-	al, _ := net.Listen("tcp", "127.0.0.1:0")
-	clk := &clock{}
-	ready := make(chan struct{})
-	srv, err := server.Assemble(ctx, d, server.AssembleOptions{
-		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
-		OpAMPListener: ol, AdminListener: al, Clock: clk.now,
-		OnListening: func(net.Addr, net.Addr) { close(ready) },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	<-ready
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server: %v", err)
-		}
-		d.Close()
-	})
-	cred, err := datadir.ReadLocalCredential(opts.Layout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caPEM, _ := os.ReadFile(cred.CAFile)
-	admin, err := api.NewClient(api.ClientConfig{Server: cred.Server, Token: cred.Token, CAPEM: caPEM})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &env{t: t, dir: d, srv: srv, opampAt: ol.Addr().String(), caPEM: caPEM, admin: admin, clock: clk}
+	se := servertest.Start(t, configYAML)
+	return &env{Env: se, t: t, dir: se.Dir, srv: se.Server}
 }
 
 func (e *env) token(uses int, ttl string, labels map[string]string) string {
 	e.t.Helper()
-	resp, err := e.admin.CreateToken(context.Background(), api.TokenRequest{Uses: uses, TTL: ttl, Labels: labels})
+	resp, err := e.Admin.CreateToken(context.Background(), api.TokenRequest{Uses: uses, TTL: ttl, Labels: labels})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -127,7 +56,7 @@ func (e *env) token(uses int, ttl string, labels map[string]string) string {
 
 func (e *env) agent(transport string) *loadgen.Agent {
 	e.t.Helper()
-	a, err := loadgen.NewAgent(loadgen.AgentConfig{ServerURL: e.url(transport), CAPEM: e.caPEM, Heartbeat: time.Second})
+	a, err := loadgen.NewAgent(loadgen.AgentConfig{ServerURL: e.url(transport), CAPEM: e.CAPEM, Heartbeat: time.Second})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -169,7 +98,7 @@ func (e *env) waitAgent(uid uuid.UUID, ok func(api.Agent) bool) api.Agent {
 	var got api.Agent
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		var err error
-		if got, err = e.admin.Agent(context.Background(), uid.String()); err == nil && ok(got) {
+		if got, err = e.Admin.Agent(context.Background(), uid.String()); err == nil && ok(got) {
 			return got
 		}
 	}
@@ -184,6 +113,14 @@ func ctx10(t *testing.T) context.Context {
 }
 
 var transports = []string{"websocket", "http"}
+
+// want401 asserts that a connection attempt was refused with HTTP 401.
+func want401(t *testing.T, what string, err error) {
+	t.Helper()
+	if !errors.Is(err, loadgen.ErrConnectFailed) || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("%s: %v, want 401", what, err)
+	}
+}
 
 func TestEnrollHappyPath(t *testing.T) {
 	e := start(t, "")
@@ -234,10 +171,7 @@ func TestSingleUseTokenReuseRefused(t *testing.T) {
 			if err := e.agent(tr).Enroll(ctx, tok); err != nil {
 				t.Fatal(err)
 			}
-			err := e.agent(tr).Enroll(ctx, tok)
-			if !errors.Is(err, loadgen.ErrConnectFailed) || !strings.Contains(err.Error(), "401") {
-				t.Fatalf("second enrollment with a single-use token: %v, want 401", err)
-			}
+			want401(t, "second enrollment with a single-use token", e.agent(tr).Enroll(ctx, tok))
 			if !e.hasAudit("agent.connect_refused", "token_used") {
 				t.Fatal("refused reuse not audited")
 			}
@@ -248,11 +182,8 @@ func TestSingleUseTokenReuseRefused(t *testing.T) {
 func TestExpiredTokenRefused(t *testing.T) {
 	e := start(t, "")
 	tok := e.token(5, "1m", nil)
-	e.clock.advance(2 * time.Minute)
-	err := e.agent("websocket").Enroll(ctx10(t), tok)
-	if !errors.Is(err, loadgen.ErrConnectFailed) || !strings.Contains(err.Error(), "401") {
-		t.Fatalf("expired token: %v, want 401", err)
-	}
+	e.Clock.Advance(2 * time.Minute)
+	want401(t, "expired token", e.agent("websocket").Enroll(ctx10(t), tok))
 	if !e.hasAudit("agent.connect_refused", "token_expired") {
 		t.Fatal("expired token not audited")
 	}
@@ -262,10 +193,7 @@ func TestNoCredentials401(t *testing.T) {
 	e := start(t, "")
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
-			err := e.agent(tr).Enroll(ctx10(t), "")
-			if !errors.Is(err, loadgen.ErrConnectFailed) || !strings.Contains(err.Error(), "401") {
-				t.Fatalf("no credentials: %v, want 401", err)
-			}
+			want401(t, "no credentials", e.agent(tr).Enroll(ctx10(t), ""))
 		})
 	}
 	resp := e.post(t, "", &protobufs.AgentToServer{InstanceUid: uuidBytes()})
@@ -322,7 +250,7 @@ func TestImpersonation(t *testing.T) {
 				t.Fatal("impersonation not audited")
 			}
 			// B's registry record was not touched by A's messages.
-			if got, _ := e.admin.Agent(ctx, b.UID.String()); got.Connected {
+			if got, _ := e.Admin.Agent(ctx, b.UID.String()); got.Connected {
 				t.Fatal("impersonated agent shown as connected")
 			}
 		})
@@ -348,7 +276,7 @@ func (e *env) post(t *testing.T, token string, msg *protobufs.AgentToServer) *ht
 
 func (e *env) httpClient() *http.Client {
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(e.caPEM)
+	pool.AppendCertsFromPEM(e.CAPEM)
 	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 }
 
@@ -481,7 +409,7 @@ func TestAdminAPIRolesAndFilters(t *testing.T) {
 	e.waitAgent(a.UID, func(g api.Agent) bool { return g.CertNotAfter != nil })
 	list := func(q string) int {
 		vals, _ := urlValues(q)
-		as, err := e.admin.Agents(ctx, vals)
+		as, err := e.Admin.Agents(ctx, vals)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -490,7 +418,7 @@ func TestAdminAPIRolesAndFilters(t *testing.T) {
 	if list("label=site=fra") != 1 || list("label=site=nyc") != 0 || list("expiring_within=25h") != 1 || list("expiring_within=1h") != 0 {
 		t.Fatal("agent filters do not select as expected")
 	}
-	if _, err := e.admin.Agent(ctx, "nope"); err == nil || !strings.Contains(err.Error(), "404") {
+	if _, err := e.Admin.Agent(ctx, "nope"); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("unknown agent: %v", err)
 	}
 	// An auditor can read but not mint enrollment tokens.
@@ -499,14 +427,14 @@ func TestAdminAPIRolesAndFilters(t *testing.T) {
 		return tx.InsertAdminToken(ctx, state.AdminToken{ID: "aud1", Name: "auditor", Role: api.RoleAuditor, Hash: hashOf(auditorToken), CreatedAt: time.Now()})
 	})
 	cred, _ := datadir.ReadLocalCredential(e.dir.Layout)
-	auditor, _ := api.NewClient(api.ClientConfig{Server: cred.Server, Token: auditorToken, CAPEM: e.caPEM})
+	auditor, _ := api.NewClient(api.ClientConfig{Server: cred.Server, Token: auditorToken, CAPEM: e.CAPEM})
 	if _, err := auditor.Agents(ctx, nil); err != nil {
 		t.Fatalf("auditor cannot list agents: %v", err)
 	}
 	if _, err := auditor.CreateToken(ctx, api.TokenRequest{}); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Fatalf("auditor minted a token: %v", err)
 	}
-	bad, _ := api.NewClient(api.ClientConfig{Server: cred.Server, Token: "tsa_wrong", CAPEM: e.caPEM})
+	bad, _ := api.NewClient(api.ClientConfig{Server: cred.Server, Token: "tsa_wrong", CAPEM: e.CAPEM})
 	if _, err := bad.Agents(ctx, nil); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("wrong admin token: %v", err)
 	}

@@ -3,9 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,44 +10,13 @@ import (
 	"time"
 
 	"github.com/trustamp/trustamp/api"
-	"github.com/trustamp/trustamp/datadir"
+	"github.com/trustamp/trustamp/internal/servertest"
 	"github.com/trustamp/trustamp/loadgen"
-	"github.com/trustamp/trustamp/server"
 )
-
-// serveInProcess runs a server on the data dir as `trustamp serve` would and
-// returns the OpAMP address.
-func serveInProcess(t *testing.T, dir string) string {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	opts := datadir.Options{Layout: datadir.Layout{Root: dir}}
-	if _, err := datadir.Init(ctx, opts); err != nil {
-		t.Fatal(err)
-	}
-	d, err := datadir.Open(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ol, _ := net.Listen("tcp", "127.0.0.1:0")
-	al, _ := net.Listen("tcp", "127.0.0.1:0")
-	ready := make(chan struct{})
-	srv, err := server.Assemble(ctx, d, server.AssembleOptions{
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), OpAMPListener: ol, AdminListener: al,
-		OnListening: func(net.Addr, net.Addr) { close(ready) },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	<-ready
-	t.Cleanup(func() { cancel(); <-done; d.Close() })
-	return ol.Addr().String()
-}
 
 func TestTokenAndAgentsCommands(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	opampAddr := serveInProcess(t, dir)
+	opampAddr := servertest.StartIn(t, dir, "").OpAMPAddr
 
 	out, _, err := run(t, "token", "create", "--data", dir, "--uses", "2", "--ttl", "10m", "--label", "site=fra", "--label", "tier=edge")
 	if err != nil {
