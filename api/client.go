@@ -75,6 +75,24 @@ func (c *Client) CreateToken(ctx context.Context, req TokenRequest) (TokenRespon
 	return out, c.do(ctx, http.MethodPost, "/api/v1/tokens", req, &out)
 }
 
+// Certificates lists certificates; query holds the filters (expiring_within, uid, status).
+func (c *Client) Certificates(ctx context.Context, query url.Values) ([]Certificate, error) {
+	var out []Certificate
+	return out, c.do(ctx, http.MethodGet, "/api/v1/certificates?"+query.Encode(), nil, &out)
+}
+
+// Rotate starts a rotation batch.
+func (c *Client) Rotate(ctx context.Context, req RotationRequest) (RotationStatus, error) {
+	var out RotationStatus
+	return out, c.do(ctx, http.MethodPost, "/api/v1/rotations", req, &out)
+}
+
+// Rotation returns a batch's progress.
+func (c *Client) Rotation(ctx context.Context, id string) (RotationStatus, error) {
+	var out RotationStatus
+	return out, c.do(ctx, http.MethodGet, "/api/v1/rotations/"+url.PathEscape(id), nil, &out)
+}
+
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
 	var rd io.Reader
 	if body != nil {

@@ -2,6 +2,9 @@ package ca
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -24,12 +27,6 @@ type Config struct {
 	Files Files
 	// TrustDomain is the SPIFFE trust domain of agent identities. Required.
 	TrustDomain string
-	// Lifetime of agent certificates. Zero means 24h, step-ca's default:
-	// short enough that a missed revocation expires soon.
-	Lifetime time.Duration
-	// Backdate moves NotBefore into the past to absorb clock skew. Zero
-	// means 1 minute.
-	Backdate time.Duration
 	// Clock returns the current time. Nil means time.Now.
 	Clock func() time.Time
 }
@@ -51,12 +48,6 @@ type Authority struct {
 func New(ctx context.Context, cfg Config) (*Authority, error) {
 	if cfg.Keys == nil || cfg.Files.Dir == "" || cfg.TrustDomain == "" {
 		return nil, errors.New("ca: Keys, Files and TrustDomain are required")
-	}
-	if cfg.Lifetime <= 0 {
-		cfg.Lifetime = 24 * time.Hour
-	}
-	if cfg.Backdate <= 0 {
-		cfg.Backdate = time.Minute
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
@@ -112,13 +103,16 @@ type Issued struct {
 	CertPEM     []byte
 	Serial      string // lowercase hex
 	Fingerprint string // SHA-256 of the leaf DER, lowercase hex
+	Profile     string
+	RenewAfter  time.Time
 }
 
-// IssueAgent signs csr for agent uid after CheckAgentCSR. The subject (CN =
-// uid), the URI SAN, key usages and validity are set here, never taken from
-// the CSR.
-func (a *Authority) IssueAgent(ctx context.Context, csr *x509.CertificateRequest, uid uuid.UUID) (*Issued, error) {
-	if err := CheckAgentCSR(csr, uid, a.cfg.TrustDomain); err != nil {
+// IssueAgent signs csr for agent uid under profile p, after CheckAgentCSR.
+// The subject (CN = uid), the URI SAN, key usages and validity are set here,
+// never taken from the CSR.
+func (a *Authority) IssueAgent(ctx context.Context, csr *x509.CertificateRequest, uid uuid.UUID, p Profile) (*Issued, error) {
+	p = p.WithDefaults()
+	if err := CheckAgentCSR(csr, uid, a.cfg.TrustDomain, p); err != nil {
 		return nil, err
 	}
 	now := a.cfg.Clock()
@@ -129,24 +123,61 @@ func (a *Authority) IssueAgent(ctx context.Context, csr *x509.CertificateRequest
 		c.URIs = []*url.URL{SPIFFEID(a.cfg.TrustDomain, uid)}
 		c.KeyUsage = x509.KeyUsageDigitalSignature
 		c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-		c.NotBefore = now.Add(-a.cfg.Backdate)
-		c.NotAfter = now.Add(a.cfg.Lifetime)
+		c.NotBefore = now.Add(-p.Backdate)
+		c.NotAfter = now.Add(p.Lifetime)
 		c.BasicConstraintsValid = true
 		c.IsCA = false
 		return nil
 	})
-	chain, err := a.step.SignWithContext(ctx, csr, provisioner.SignOptions{Backdate: a.cfg.Backdate}, identity)
+	chain, err := a.step.SignWithContext(ctx, csr, provisioner.SignOptions{Backdate: p.Backdate}, identity)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign csr for %s: %w", uid, err)
 	}
 	leaf := chain[0]
 	sum := sha256.Sum256(leaf.Raw)
+	serial := hex.EncodeToString(leaf.SerialNumber.Bytes())
 	return &Issued{
 		Leaf:        leaf,
 		CertPEM:     append(pemCert(leaf.Raw), a.chainPEM...),
-		Serial:      hex.EncodeToString(leaf.SerialNumber.Bytes()),
+		Serial:      serial,
 		Fingerprint: hex.EncodeToString(sum[:]),
+		Profile:     p.Name,
+		RenewAfter:  p.RenewAfter(leaf.NotBefore, leaf.NotAfter, serial),
 	}, nil
+}
+
+// ErrServerKeysForbidden means the profile does not let the server make an
+// agent's key.
+var ErrServerKeysForbidden = errors.New("ca: certificate profile does not allow server-made keys")
+
+// IssueAgentServerKey makes an ECDSA P-256 key pair for agent uid and issues
+// its certificate, for agents that cannot send a CSR, where p allows it. The
+// private key is returned PEM-encoded for the offer and never stored.
+func (a *Authority) IssueAgentServerKey(ctx context.Context, uid uuid.UUID, p Profile) (*Issued, []byte, error) {
+	if !p.ServerMadeKeys {
+		return nil, nil, fmt.Errorf("%w (profile %s)", ErrServerKeysForbidden, p.WithDefaults().Name)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ca: server-made key for %s: %w", uid, err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ca: server-made key for %s: %w", uid, err)
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		return nil, nil, err
+	}
+	iss, err := a.IssueAgent(ctx, csr, uid, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return iss, pemBlock("PRIVATE KEY", keyDER), nil
 }
 
 // VerifyAgent checks a presented chain up to the root, for client auth, at

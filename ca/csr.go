@@ -1,10 +1,6 @@
 package ca
 
 import (
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -51,8 +47,8 @@ func ParseCSR(pemBytes []byte) (*x509.CertificateRequest, error) {
 // identity other than its own. The certificate's subject and SANs are set by
 // the server regardless; this check refuses requests that ask for more, so a
 // confused or malicious agent learns it cannot have them.
-func CheckAgentCSR(csr *x509.CertificateRequest, uid uuid.UUID, trustDomain string) error {
-	if err := checkKey(csr.PublicKey); err != nil {
+func CheckAgentCSR(csr *x509.CertificateRequest, uid uuid.UUID, trustDomain string, p Profile) error {
+	if err := p.WithDefaults().checkKey(csr.PublicKey); err != nil {
 		return err
 	}
 	if cn := csr.Subject.CommonName; cn != "" && cn != uid.String() {
@@ -68,24 +64,4 @@ func CheckAgentCSR(csr *x509.CertificateRequest, uid uuid.UUID, trustDomain stri
 		}
 	}
 	return nil
-}
-
-func checkKey(pub any) error {
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
-		switch k.Curve {
-		case elliptic.P256(), elliptic.P384():
-			return nil
-		}
-		return refuse("ECDSA curve %s is not allowed (use P-256 or P-384)", k.Curve.Params().Name)
-	case ed25519.PublicKey:
-		return nil
-	case *rsa.PublicKey:
-		if k.N.BitLen() < 2048 {
-			return refuse("RSA key of %d bits is too small (minimum 2048)", k.N.BitLen())
-		}
-		return nil
-	default:
-		return refuse("key type %T is not allowed (use ECDSA P-256/P-384, Ed25519 or RSA >= 2048)", pub)
-	}
 }

@@ -27,12 +27,80 @@ const FileName = "trustamp.yaml"
 type Config struct {
 	// TrustDomain names the SPIFFE trust domain agent identities live in.
 	// Empty means "trustamp.local".
-	TrustDomain string `yaml:"trust_domain"`
-	OpAMP       OpAMP  `yaml:"opamp"`
-	Admin       Admin  `yaml:"admin"`
-	State       State  `yaml:"state"`
-	Audit       Audit  `yaml:"audit"`
-	Log         Log    `yaml:"log"`
+	TrustDomain  string       `yaml:"trust_domain"`
+	OpAMP        OpAMP        `yaml:"opamp"`
+	Admin        Admin        `yaml:"admin"`
+	State        State        `yaml:"state"`
+	Audit        Audit        `yaml:"audit"`
+	Certificates Certificates `yaml:"certificates"`
+	Log          Log          `yaml:"log"`
+}
+
+// Certificates configures agent certificates: profiles and rotation.
+type Certificates struct {
+	// Profile names the profile for agents' OpAMP connection certificates.
+	// Empty means "default".
+	Profile string `yaml:"profile"`
+	// Profiles are the certificate profiles by name. A "default" profile
+	// always exists; fields left out take the defaults below.
+	Profiles map[string]CertProfile `yaml:"profiles"`
+	// RotationRate bounds server-initiated rotations, fleet-wide, per
+	// second, so a mass rotation never stampedes. Zero means 50.
+	RotationRate float64 `yaml:"rotation_rate"`
+	// ScanInterval is how often the scheduler looks for certificates past
+	// their renew point and for rotations to retry. Zero means 10s.
+	ScanInterval time.Duration `yaml:"scan_interval"`
+	// OfferTimeout is how long an offered certificate (or a CSR request)
+	// may stay unconfirmed before the rotation is marked stalled and
+	// retried with backoff. Zero means 2m.
+	OfferTimeout time.Duration `yaml:"offer_timeout"`
+	// AgentCSRInterval is the minimum average interval between CSRs one
+	// agent may send on its own (burst of 3). Zero means 10s.
+	AgentCSRInterval time.Duration `yaml:"agent_csr_interval"`
+}
+
+// withDefaults fills the fields left out of a profile.
+func (p CertProfile) withDefaults() CertProfile {
+	if p.Lifetime == 0 {
+		p.Lifetime = 24 * time.Hour
+	}
+	if p.RenewAt == 0 {
+		p.RenewAt = 0.6667
+	}
+	if p.Jitter == 0 {
+		p.Jitter = 0.05
+	}
+	if p.Backdate == 0 {
+		p.Backdate = time.Minute
+	}
+	if len(p.KeyTypes) == 0 {
+		p.KeyTypes = []string{"ecdsa-p256", "ecdsa-p384", "ed25519", "rsa"}
+	}
+	if p.RSAMinBits == 0 {
+		p.RSAMinBits = 2048
+	}
+	return p
+}
+
+// CertProfile is one certificate profile; see ca.Profile.
+type CertProfile struct {
+	// Lifetime of certificates. Zero means 24h.
+	Lifetime time.Duration `yaml:"lifetime"`
+	// RenewAt is the fraction of the lifetime after which a certificate is
+	// rotated. Zero means 0.6667.
+	RenewAt float64 `yaml:"renew_at"`
+	// Jitter is the largest fraction of the lifetime a renew point moves
+	// earlier, per certificate. Zero means 0.05.
+	Jitter float64 `yaml:"jitter"`
+	// Backdate moves NotBefore into the past for clock skew. Zero means 1m.
+	Backdate time.Duration `yaml:"backdate"`
+	// KeyTypes allowed in CSRs. Empty means ecdsa-p256, ecdsa-p384, ed25519, rsa.
+	KeyTypes []string `yaml:"key_types"`
+	// RSAMinBits is the smallest RSA key accepted. Zero means 2048.
+	RSAMinBits int `yaml:"rsa_min_bits"`
+	// ServerMadeKeys lets the server generate the key pair for agents that
+	// cannot send a CSR. False by default.
+	ServerMadeKeys bool `yaml:"server_made_keys"`
 }
 
 // OpAMP configures the agent-facing listener.
@@ -117,7 +185,11 @@ func Default() Config {
 			Postgres: Postgres{MaxConns: 10},
 		},
 		Audit: Audit{CheckpointInterval: time.Minute},
-		Log:   Log{Level: "info", Format: "text"},
+		Certificates: Certificates{
+			Profile: "default", Profiles: map[string]CertProfile{"default": CertProfile{}.withDefaults()},
+			RotationRate: 50, ScanInterval: 10 * time.Second, OfferTimeout: 2 * time.Minute, AgentCSRInterval: 10 * time.Second,
+		},
+		Log: Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -179,6 +251,29 @@ func (c *Config) applyDefaults() {
 	if c.Audit.CheckpointInterval == 0 {
 		c.Audit.CheckpointInterval = d.Audit.CheckpointInterval
 	}
+	cd := d.Certificates
+	setString(&c.Certificates.Profile, cd.Profile)
+	if c.Certificates.Profiles == nil {
+		c.Certificates.Profiles = map[string]CertProfile{}
+	}
+	if _, ok := c.Certificates.Profiles["default"]; !ok {
+		c.Certificates.Profiles["default"] = CertProfile{}
+	}
+	for name, p := range c.Certificates.Profiles {
+		c.Certificates.Profiles[name] = p.withDefaults()
+	}
+	if c.Certificates.RotationRate == 0 {
+		c.Certificates.RotationRate = cd.RotationRate
+	}
+	if c.Certificates.ScanInterval == 0 {
+		c.Certificates.ScanInterval = cd.ScanInterval
+	}
+	if c.Certificates.OfferTimeout == 0 {
+		c.Certificates.OfferTimeout = cd.OfferTimeout
+	}
+	if c.Certificates.AgentCSRInterval == 0 {
+		c.Certificates.AgentCSRInterval = cd.AgentCSRInterval
+	}
 	setString(&c.Log.Level, d.Log.Level)
 	setString(&c.Log.Format, d.Log.Format)
 }
@@ -226,6 +321,36 @@ func (c *Config) Validate() error {
 	}
 	if c.Audit.CheckpointInterval < time.Second {
 		return fmt.Errorf("audit.checkpoint_interval: %s is below the 1s minimum", c.Audit.CheckpointInterval)
+	}
+	if _, ok := c.Certificates.Profiles[c.Certificates.Profile]; !ok {
+		return fmt.Errorf("certificates.profile: %q is not a profile in certificates.profiles", c.Certificates.Profile)
+	}
+	for name, p := range c.Certificates.Profiles {
+		if p.RenewAt < 0 || p.RenewAt >= 1 {
+			return fmt.Errorf("certificates.profiles.%s.renew_at: %v must be a fraction in (0, 1)", name, p.RenewAt)
+		}
+		if p.Jitter < 0 || p.Jitter >= 0.5 {
+			return fmt.Errorf("certificates.profiles.%s.jitter: %v must be in [0, 0.5)", name, p.Jitter)
+		}
+		if p.RSAMinBits != 0 && p.RSAMinBits < 2048 {
+			return fmt.Errorf("certificates.profiles.%s.rsa_min_bits: %d is below 2048", name, p.RSAMinBits)
+		}
+		if p.Lifetime != 0 && p.Lifetime < time.Second {
+			return fmt.Errorf("certificates.profiles.%s.lifetime: %s is below 1s", name, p.Lifetime)
+		}
+		for _, k := range p.KeyTypes {
+			switch k {
+			case "ecdsa-p256", "ecdsa-p384", "ed25519", "rsa":
+			default:
+				return fmt.Errorf("certificates.profiles.%s.key_types: %q is not one of ecdsa-p256, ecdsa-p384, ed25519, rsa", name, k)
+			}
+		}
+	}
+	if c.Certificates.RotationRate < 0 {
+		return fmt.Errorf("certificates.rotation_rate: must not be negative")
+	}
+	if c.Certificates.ScanInterval < 100*time.Millisecond || c.Certificates.OfferTimeout < time.Second {
+		return fmt.Errorf("certificates.scan_interval (min 100ms) or certificates.offer_timeout (min 1s) too short")
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -50,6 +50,35 @@ audit:
   # (only when new entries exist). Minimum 1s.
   checkpoint_interval: 1m
 
+certificates:
+  # Profile used for agents' OpAMP connection certificates.
+  profile: default
+  # Server-initiated rotations per second, fleet-wide.
+  rotation_rate: 50
+  # How often the scheduler looks for certificates past their renew point.
+  scan_interval: 10s
+  # An offer (or CSR request) not confirmed within this is marked stalled and
+  # retried with backoff.
+  offer_timeout: 2m
+  # Minimum average interval between CSRs one agent may send on its own.
+  agent_csr_interval: 10s
+  profiles:
+    default:
+      # Certificate lifetime; short lifetimes bound what a missed revocation costs.
+      lifetime: 24h
+      # Rotate after this fraction of the lifetime...
+      renew_at: 0.6667
+      # ...moved earlier by up to this fraction, per certificate, so a fleet
+      # enrolled together does not renew together.
+      jitter: 0.05
+      # NotBefore is backdated by this much for clock skew.
+      backdate: 1m
+      # Key types accepted in CSRs: ecdsa-p256, ecdsa-p384, ed25519, rsa.
+      key_types: [ecdsa-p256, ecdsa-p384, ed25519, rsa]
+      rsa_min_bits: 2048
+      # Let the server generate key pairs for agents that cannot send a CSR.
+      server_made_keys: false
+
 log:
   # debug, info, warn or error.
   level: info

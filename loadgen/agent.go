@@ -37,7 +37,22 @@ type AgentConfig struct {
 	Heartbeat time.Duration
 	// Logger receives opamp-go's logs. Nil discards them.
 	Logger types.Logger
+	// CSRCapability declares the io.trustamp.csr custom capability: asked
+	// for a CSR, the agent makes a fresh key and sends one.
+	CSRCapability bool
+	// AcceptServerKeys accepts offers that carry a server-made private key;
+	// otherwise such offers are refused (reported FAILED).
+	AcceptServerKeys bool
+	// OnRotated is called after the agent reconnected with a new
+	// certificate, with its serial (hex).
+	OnRotated func(serial string)
 }
+
+// CSR capability names, as the server declares them.
+const (
+	csrCapability  = "io.trustamp.csr"
+	csrRequestType = "request-csr"
+)
 
 // Agent is one simulated fleet member.
 type Agent struct {
@@ -46,8 +61,12 @@ type Agent struct {
 	key     *ecdsa.PrivateKey
 	CertPEM []byte // set by Enroll
 
-	mu     sync.Mutex
-	client client.OpAMPClient
+	mu         sync.Mutex
+	client     client.OpAMPClient
+	claim      uuid.UUID          // instance_uid presented on mTLS connections
+	onError    func(*ServerError) // later server errors
+	pendingKey *ecdsa.PrivateKey  // key of a CSR sent, awaiting its certificate
+	switching  bool
 }
 
 // NewAgent makes an agent with a fresh ECDSA P-256 key and a UUIDv7 uid.
@@ -134,19 +153,33 @@ func (a *Agent) Enroll(ctx context.Context, token string) error {
 // Connect reconnects with the enrolled certificate (mTLS), presenting
 // claimUID as its instance_uid (the agent's own uid unless a test
 // impersonates another), and returns once the server answered. The
-// connection stays up, heartbeating, until Stop. onError, if set, receives
-// later server errors.
+// connection stays up, heartbeating and following rotations, until Stop.
+// onError, if set, receives later server errors.
 func (a *Agent) Connect(ctx context.Context, claimUID uuid.UUID, onError func(*ServerError)) error {
 	a.mu.Lock()
-	certPEM := a.CertPEM
+	a.claim, a.onError = claimUID, onError
+	certPEM, key := a.CertPEM, a.key
 	a.mu.Unlock()
 	if certPEM == nil {
 		return errors.New("loadgen: not enrolled")
 	}
-	keyDER, _ := x509.MarshalPKCS8PrivateKey(a.key)
+	c, err := a.connectWith(ctx, certPEM, key)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.client = c
+	a.mu.Unlock()
+	return nil
+}
+
+// connectWith starts an mTLS client with the given credentials and waits
+// for the server's answer.
+func (a *Agent) connectWith(ctx context.Context, certPEM []byte, key *ecdsa.PrivateKey) (client.OpAMPClient, error) {
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
 	pair, err := tls.X509KeyPair(certPEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
 	if err != nil {
-		return fmt.Errorf("loadgen: certificate: %w", err)
+		return nil, fmt.Errorf("loadgen: certificate: %w", err)
 	}
 	ready := make(chan error, 1)
 	report := func(err error) {
@@ -155,7 +188,11 @@ func (a *Agent) Connect(ctx context.Context, claimUID uuid.UUID, onError func(*S
 		default:
 		}
 	}
-	c, err := a.startAs(ctx, claimUID, nil, &pair, report, types.Callbacks{
+	a.mu.Lock()
+	claim, onError := a.claim, a.onError
+	a.mu.Unlock()
+	var c client.OpAMPClient
+	c, err = a.startAs(ctx, claim, nil, &pair, report, types.Callbacks{
 		OnConnect:       func(context.Context) { report(nil) },
 		OnConnectFailed: func(_ context.Context, err error) { reportConnectFailed(report, err) },
 		OnError: func(_ context.Context, e *protobufs.ServerErrorResponse) {
@@ -165,19 +202,142 @@ func (a *Agent) Connect(ctx context.Context, claimUID uuid.UUID, onError func(*S
 				onError(se)
 			}
 		},
+		OnMessage: func(_ context.Context, m *types.MessageData) {
+			if cm := m.CustomMessage; a.cfg.CSRCapability && cm != nil && cm.Capability == csrCapability && cm.Type == csrRequestType {
+				go a.RequestRotation()
+			}
+		},
+		OnOpampConnectionSettings: func(_ context.Context, s *protobufs.OpAMPConnectionSettings) error {
+			return a.takeOffer(s)
+		},
 	})
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case err := <-ready:
+		if err != nil {
+			c.Stop(context.Background())
+			return nil, err
+		}
+		return c, nil
+	case <-ctx.Done():
+		c.Stop(context.Background())
+		return nil, ctx.Err()
+	}
+}
+
+// RequestRotation makes a fresh key and sends a CSR on the live connection,
+// as an agent renewing on its own (or asked to through io.trustamp.csr).
+func (a *Agent) RequestRotation() error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
 	if err != nil {
 		return err
 	}
 	a.mu.Lock()
-	a.client = c
+	c := a.client
+	a.pendingKey = key
 	a.mu.Unlock()
-	select {
-	case err := <-ready:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
+	if c == nil {
+		return errors.New("loadgen: not connected")
 	}
+	return c.RequestConnectionSettings(&protobufs.ConnectionSettingsRequest{Opamp: &protobufs.OpAMPConnectionSettingsRequest{
+		CertificateRequest: &protobufs.CertificateRequest{Csr: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})},
+	}})
+}
+
+// takeOffer checks an offered certificate against the key it must go with
+// and switches to it in the background (opamp-go's callback must return
+// before the client can be stopped). An error is reported to the server as
+// ConnectionSettingsStatus FAILED.
+func (a *Agent) takeOffer(s *protobufs.OpAMPConnectionSettings) error {
+	cert := s.GetCertificate()
+	if cert == nil || len(cert.Cert) == 0 {
+		return nil // not a certificate offer
+	}
+	a.mu.Lock()
+	key := a.pendingKey
+	a.mu.Unlock()
+	if len(cert.PrivateKey) > 0 {
+		if !a.cfg.AcceptServerKeys {
+			return errors.New("this agent does not accept server-made keys")
+		}
+		block, _ := pem.Decode(cert.PrivateKey)
+		if block == nil {
+			return errors.New("offered private key is not PEM")
+		}
+		k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+		if err != nil {
+			return fmt.Errorf("offered private key: %w", err)
+		}
+		ek, ok := k.(*ecdsa.PrivateKey)
+		if !ok {
+			return fmt.Errorf("offered private key is %T, want ECDSA", k)
+		}
+		key = ek
+	}
+	if key == nil {
+		return errors.New("certificate offered without a CSR outstanding or a private key")
+	}
+	if _, err := tls.X509KeyPair(cert.Cert, pemKey(key)); err != nil {
+		return fmt.Errorf("offered certificate does not match the key: %w", err)
+	}
+	go a.switchTo(cert.Cert, key)
+	return nil
+}
+
+// switchTo reconnects with new credentials and keeps them only if the new
+// connection works; otherwise it goes back to the old ones.
+func (a *Agent) switchTo(certPEM []byte, key *ecdsa.PrivateKey) {
+	a.mu.Lock()
+	if a.switching {
+		a.mu.Unlock()
+		return
+	}
+	a.switching = true
+	old, oldCert, oldKey := a.client, a.CertPEM, a.key
+	a.mu.Unlock()
+	defer func() { a.mu.Lock(); a.switching = false; a.mu.Unlock() }()
+	if old != nil {
+		old.Stop(context.Background())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := a.connectWith(ctx, certPEM, key)
+	if err != nil {
+		c, err = a.connectWith(ctx, oldCert, oldKey)
+		if err == nil {
+			a.mu.Lock()
+			a.client = c
+			a.mu.Unlock()
+		}
+		return
+	}
+	a.mu.Lock()
+	a.client, a.CertPEM, a.key, a.pendingKey = c, certPEM, key, nil
+	a.mu.Unlock()
+	if a.cfg.OnRotated != nil {
+		block, _ := pem.Decode(certPEM)
+		if leaf, err := x509.ParseCertificate(block.Bytes); err == nil {
+			a.cfg.OnRotated(fmt.Sprintf("%x", leaf.SerialNumber.Bytes()))
+		}
+	}
+}
+
+// Cert returns the certificate the agent currently uses.
+func (a *Agent) Cert() []byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.CertPEM
+}
+
+func pemKey(k *ecdsa.PrivateKey) []byte {
+	der, _ := x509.MarshalPKCS8PrivateKey(k)
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }
 
 // Stop disconnects.
@@ -239,9 +399,15 @@ func (a *Agent) startAs(ctx context.Context, uid uuid.UUID, hdr http.Header, cer
 	}
 	caps := protobufs.AgentCapabilities_AgentCapabilities_ReportsStatus |
 		protobufs.AgentCapabilities_AgentCapabilities_AcceptsOpAMPConnectionSettings |
+		protobufs.AgentCapabilities_AgentCapabilities_ReportsConnectionSettingsStatus |
 		protobufs.AgentCapabilities_AgentCapabilities_ReportsHeartbeat
 	if err := c.SetCapabilities(&caps); err != nil {
 		return nil, err
+	}
+	if a.cfg.CSRCapability {
+		if err := c.SetCustomCapabilities(&protobufs.CustomCapabilities{Capabilities: []string{csrCapability}}); err != nil {
+			return nil, err
+		}
 	}
 	if err := c.SetAgentDescription(&protobufs.AgentDescription{
 		IdentifyingAttributes: []*protobufs.KeyValue{
@@ -266,11 +432,12 @@ func (a *Agent) startAs(ctx context.Context, uid uuid.UUID, hdr http.Header, cer
 	return c, nil
 }
 
-// KeyPEM returns the agent's private key as PKCS#8 PEM (tests build TLS
-// clients from it).
+// KeyPEM returns the agent's current private key as PKCS#8 PEM (tests build
+// TLS clients from it).
 func (a *Agent) KeyPEM() []byte {
-	der, _ := x509.MarshalPKCS8PrivateKey(a.key)
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return pemKey(a.key)
 }
 
 func (a *Agent) csr() ([]byte, error) {

@@ -57,7 +57,7 @@ type conn struct {
 	issued  bool
 	release func()
 
-	live types.Connection // WebSocket connection, once registered
+	live types.Connection // WebSocket connection, once registered (opamp-go serialises its Sends)
 }
 
 func (c *conn) callbacks() types.ConnectionCallbacks {
@@ -75,7 +75,7 @@ func (c *conn) onConnected(_ context.Context, oc types.Connection) {
 	c.s.metrics.Connected.WithLabelValues(c.transport).Inc()
 	if c.kind == kindAgent {
 		c.live = oc
-		c.s.conns.add(c.uid.String(), oc)
+		c.s.conns.add(c.uid.String(), c)
 	}
 }
 
@@ -90,7 +90,7 @@ func (c *conn) onClose(oc types.Connection) {
 	if c.kind != kindAgent {
 		return
 	}
-	c.s.conns.remove(c.uid.String(), oc)
+	c.s.conns.remove(c.uid.String(), c)
 	if c.agent != nil && c.agent.Connected {
 		c.agent.Connected = false
 		c.agent.LastSeen = c.s.cfg.Clock()
@@ -139,8 +139,15 @@ func (c *conn) agentMessage(ctx context.Context, oc types.Connection, msg *proto
 	if needFull {
 		resp.Flags |= uint64(protobufs.ServerToAgentFlags_ServerToAgentFlags_ReportFullState)
 	}
+	if st := msg.GetConnectionSettingsStatus(); st != nil {
+		c.s.rotation.settingsStatus(ctx, c, st)
+	}
 	if csr := csrOf(msg); csr != nil {
 		c.offerCertificate(ctx, csr, resp)
+	} else if c.transport == transportHTTP {
+		// A plain-HTTP agent cannot be pushed to: a due rotation rides on
+		// the reply to its next message.
+		c.s.rotation.piggyback(ctx, c, resp)
 	}
 	return resp
 }
@@ -239,6 +246,9 @@ func (c *conn) observe(ctx context.Context, msg *protobufs.AgentToServer) (bool,
 	}
 	if msg.Capabilities != 0 {
 		a.Capabilities = msg.Capabilities
+	}
+	if msg.CustomCapabilities != nil {
+		a.CustomCapabilities = msg.CustomCapabilities.Capabilities
 	}
 	if msg.Health != nil {
 		a.Health = marshalJSON(msg.Health)

@@ -31,6 +31,7 @@ const (
 	reasonOverloaded     = "overloaded"
 	reasonImpersonation  = "impersonation"
 	reasonCSRRefused     = "csr_refused"
+	reasonCSRRate        = "csr_rate_limited"
 	reasonStateError     = "state_unavailable"
 )
 
@@ -96,6 +97,9 @@ func (s *Server) authenticateCert(ctx context.Context, chain []*x509.Certificate
 			return nil
 		}
 		if confirmed, err = tx.ConfirmCertificate(ctx, serial, s.cfg.Clock()); err != nil || !confirmed {
+			return err
+		}
+		if err := s.confirmRotation(ctx, tx, serial); err != nil {
 			return err
 		}
 		_, err = s.cfg.Audit.Append(ctx, tx, audit.Record{

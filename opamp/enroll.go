@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/open-telemetry/opamp-go/protobufs"
 
 	"github.com/trustamp/trustamp/audit"
@@ -22,17 +23,22 @@ var errAlreadyEnrolled = errors.New("this instance_uid is already enrolled; an e
 // errOneCertificate: an enrolling connection gets one certificate.
 var errOneCertificate = errors.New("an enrolling connection obtains one certificate: reconnect with it")
 
+// errCSRRate: an agent sent CSRs faster than agent_csr_interval allows.
+var errCSRRate = errors.New("too many certificate requests from this agent")
+
 // offerCertificate signs csr for the connection's agent, records the
 // certificate and its audit entry in one transaction, and only then puts the
 // offer into resp. A refused CSR becomes a BadRequest naming the reason; a
 // failure of ours becomes Unavailable with retry_info.
 func (c *conn) offerCertificate(ctx context.Context, csrPEM []byte, resp *protobufs.ServerToAgent) {
 	offer, err := c.issue(ctx, csrPEM)
-	var conflict = errors.Is(err, state.ErrConflict)
+	conflict := errors.Is(err, state.ErrConflict)
 	switch {
 	case err == nil:
 		resp.ConnectionSettings = offer
-		c.s.metrics.Issued.Inc()
+	case errors.Is(err, errCSRRate):
+		c.s.metrics.Rejected.WithLabelValues(reasonCSRRate).Inc()
+		resp.ErrorResponse = retryLater(c.s.cfg.AgentCSRInterval, err.Error())
 	case errors.Is(err, ca.ErrCSRRefused), errors.Is(err, errAlreadyEnrolled), errors.Is(err, errOneCertificate), conflict:
 		if conflict {
 			err = fmt.Errorf("enrollment token %s is used up or expired", c.token.ID)
@@ -53,62 +59,132 @@ func (c *conn) issue(ctx context.Context, csrPEM []byte) (*protobufs.ConnectionS
 	if !c.uidSet {
 		return nil, fmt.Errorf("%w: send instance_uid (or RequestInstanceUid) before a CSR", ca.ErrCSRRefused)
 	}
+	if c.kind == kindAgent && !c.s.rotation.allowAgentCSR(c.uid.String()) {
+		return nil, errCSRRate
+	}
 	csr, err := ca.ParseCSR(csrPEM)
 	if err != nil {
 		return nil, err
 	}
-	iss, err := c.s.cfg.CA.IssueAgent(ctx, csr, c.uid)
+	start := time.Now()
+	iss, err := c.s.cfg.CA.IssueAgent(ctx, csr, c.uid, c.s.profile())
 	if err != nil {
 		return nil, err
 	}
-	now := c.s.cfg.Clock()
+	offer := c.s.offer(iss, nil)
 	uid := c.uid.String()
 	err = c.s.cfg.Store.Update(ctx, func(tx *state.Tx) error {
-		actor := "agent:" + uid
-		details := map[string]any{
-			"uid": uid, "serial": iss.Serial, "fingerprint_sha256": iss.Fingerprint,
-			"not_before": iss.Leaf.NotBefore.Format(time.RFC3339), "not_after": iss.Leaf.NotAfter.Format(time.RFC3339),
-			"remote_addr": c.remote,
-		}
 		if c.kind == kindEnrolling {
-			if _, err := tx.Agent(ctx, uid); err == nil {
-				return errAlreadyEnrolled
-			} else if !errors.Is(err, state.ErrNotFound) {
-				return err
-			}
-			if err := tx.UseEnrollmentToken(ctx, c.token.ID, now); err != nil {
-				return err
-			}
-			if err := tx.PutAgent(ctx, state.Agent{UID: uid, Labels: c.token.Labels, EnrolledAt: now, TokenID: c.token.ID,
-				Replica: c.s.cfg.ReplicaID, RemoteAddr: c.remote, Transport: c.transport, LastSeen: now}); err != nil {
-				return err
-			}
-			actor = "token:" + c.token.ID
-			details["enrollment_token"] = c.token.ID
-			if _, err := c.s.cfg.Audit.Append(ctx, tx, audit.Record{Actor: actor, Action: "agent.enroll", Subject: uid,
-				Details: map[string]any{"token": c.token.ID, "labels": c.token.Labels, "remote_addr": c.remote}}); err != nil {
-				return err
-			}
+			return c.enroll(ctx, tx, iss, offer.Hash)
 		}
-		if err := tx.InsertCertificate(ctx, state.Certificate{
-			Serial: iss.Serial, UID: uid, NotBefore: iss.Leaf.NotBefore, NotAfter: iss.Leaf.NotAfter,
-			Fingerprint: iss.Fingerprint, PEM: string(iss.CertPEM), Status: state.CertOffered, IssuedAt: now,
-		}); err != nil {
-			return err
-		}
-		_, err := c.s.cfg.Audit.Append(ctx, tx, audit.Record{Actor: actor, Action: "cert.issue", Subject: iss.Serial, Details: details})
-		return err
+		return c.rotateWithCSR(ctx, tx, iss, offer.Hash)
 	})
 	if err != nil {
 		return nil, err
 	}
 	c.issued = true
-	hash := sha256.Sum256(iss.CertPEM) // distinct per offer: opamp-go skips a repeated hash
+	c.s.metrics.observeIssue(time.Since(start))
+	c.s.log.Debug("certificate offered", "uid", uid, "serial", iss.Serial)
+	return offer, nil
+}
+
+// enroll records a token enrollment: the token use, the new agent, its first
+// certificate and the audit entries, all in tx.
+func (c *conn) enroll(ctx context.Context, tx *state.Tx, iss *ca.Issued, hash []byte) error {
+	uid := c.uid.String()
+	now := c.s.cfg.Clock()
+	if _, err := tx.Agent(ctx, uid); err == nil {
+		return errAlreadyEnrolled
+	} else if !errors.Is(err, state.ErrNotFound) {
+		return err
+	}
+	if err := tx.UseEnrollmentToken(ctx, c.token.ID, now); err != nil {
+		return err
+	}
+	if err := tx.PutAgent(ctx, state.Agent{UID: uid, Labels: c.token.Labels, EnrolledAt: now, TokenID: c.token.ID,
+		Replica: c.s.cfg.ReplicaID, RemoteAddr: c.remote, Transport: c.transport, LastSeen: now}); err != nil {
+		return err
+	}
+	actor := "token:" + c.token.ID
+	if _, err := c.s.cfg.Audit.Append(ctx, tx, audit.Record{Actor: actor, Action: "agent.enroll", Subject: uid,
+		Details: map[string]any{"token": c.token.ID, "labels": c.token.Labels, "remote_addr": c.remote}}); err != nil {
+		return err
+	}
+	if err := c.s.recordIssued(ctx, tx, iss, uid, hash, false); err != nil {
+		return err
+	}
+	_, err := c.s.cfg.Audit.Append(ctx, tx, audit.Record{Actor: actor, Action: "cert.issue", Subject: iss.Serial,
+		Details: issueDetails(iss, uid, c.remote, map[string]any{"enrollment_token": c.token.ID})})
+	return err
+}
+
+// rotateWithCSR records a certificate an enrolled agent asked for: it
+// completes the agent's open rotation (a requested CSR, or one awaiting the
+// agent), or opens one when the agent rotates on its own.
+func (c *conn) rotateWithCSR(ctx context.Context, tx *state.Tx, iss *ca.Issued, hash []byte) error {
+	uid := c.uid.String()
+	now := c.s.cfg.Clock()
+	rot, err := tx.OpenRotation(ctx, uid)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		rot = state.Rotation{ID: uuid.Must(uuid.NewV7()).String(), UID: uid, Reason: "agent", Method: methodAgentCSR, CreatedAt: now}
+	case err != nil:
+		return err
+	case rot.Method == "":
+		rot.Method = methodAgentCSR
+	}
+	if rot.State != state.RotationStalled {
+		rot.State, rot.Error = state.RotationOffered, ""
+	}
+	rot.Serial, rot.UpdatedAt = iss.Serial, now
+	rot.NextAttemptAt = now.Add(c.s.rotation.backoff(max(1, rot.Attempts)))
+	if err := c.s.recordIssued(ctx, tx, iss, uid, hash, false); err != nil {
+		return err
+	}
+	if err := tx.PutRotation(ctx, rot); err != nil {
+		return err
+	}
+	c.s.metrics.Rotations.WithLabelValues("offered").Inc()
+	_, err = c.s.cfg.Audit.Append(ctx, tx, audit.Record{Actor: "agent:" + uid, Action: "cert.issue", Subject: iss.Serial,
+		Details: issueDetails(iss, uid, c.remote, map[string]any{"rotation": rot.ID, "reason": rot.Reason})})
+	return err
+}
+
+// offer builds the connection settings offer for an issued certificate
+// (with its private key when the server made it). Every distinct offer gets
+// a distinct hash: opamp-go skips an offer whose hash it has seen.
+func (s *Server) offer(iss *ca.Issued, keyPEM []byte) *protobufs.ConnectionSettingsOffers {
+	hash := sha256.Sum256(iss.CertPEM)
 	return &protobufs.ConnectionSettingsOffers{
 		Hash: hash[:],
 		Opamp: &protobufs.OpAMPConnectionSettings{
-			Certificate:              &protobufs.TLSCertificate{Cert: iss.CertPEM, CaCert: c.s.cfg.CA.RootPEM()},
-			HeartbeatIntervalSeconds: uint64(c.s.cfg.HeartbeatInterval / time.Second),
+			Certificate:              &protobufs.TLSCertificate{Cert: iss.CertPEM, PrivateKey: keyPEM, CaCert: s.cfg.CA.RootPEM()},
+			HeartbeatIntervalSeconds: uint64(s.cfg.HeartbeatInterval / time.Second),
 		},
-	}, nil
+	}
+}
+
+// recordIssued stores an issued certificate as offered: it is recorded
+// before it is sent.
+func (s *Server) recordIssued(ctx context.Context, tx *state.Tx, iss *ca.Issued, uid string, hash []byte, serverKey bool) error {
+	s.metrics.Issued.Inc()
+	return tx.InsertCertificate(ctx, state.Certificate{
+		Serial: iss.Serial, UID: uid, NotBefore: iss.Leaf.NotBefore, NotAfter: iss.Leaf.NotAfter,
+		Fingerprint: iss.Fingerprint, PEM: string(iss.CertPEM), Status: state.CertOffered, IssuedAt: s.cfg.Clock(),
+		Profile: iss.Profile, Destination: "opamp", RenewAfter: iss.RenewAfter, OfferHash: hash, ServerMadeKey: serverKey,
+	})
+}
+
+func issueDetails(iss *ca.Issued, uid, remote string, extra map[string]any) map[string]any {
+	d := map[string]any{
+		"uid": uid, "serial": iss.Serial, "fingerprint_sha256": iss.Fingerprint, "profile": iss.Profile,
+		"not_before": iss.Leaf.NotBefore.Format(time.RFC3339), "not_after": iss.Leaf.NotAfter.Format(time.RFC3339),
+	}
+	if remote != "" {
+		d["remote_addr"] = remote
+	}
+	for k, v := range extra {
+		d[k] = v
+	}
+	return d
 }

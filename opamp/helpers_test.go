@@ -65,10 +65,14 @@ func wsExchange(t *testing.T, c *websocket.Conn, msg *protobufs.AgentToServer) *
 // certificate.
 func (e *env) mtlsClient(t *testing.T, a *loadgen.Agent) *http.Client {
 	t.Helper()
+	return e.tlsClient(t, a.Cert(), a.KeyPEM())
+}
+
+func (e *env) tlsClient(t *testing.T, certPEM, keyPEM []byte) *http.Client {
+	t.Helper()
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(e.CAPEM)
-	keyPEM := a.KeyPEM()
-	pair, err := tls.X509KeyPair(a.CertPEM, keyPEM)
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}

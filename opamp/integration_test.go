@@ -444,10 +444,15 @@ func TestAdminAPIRolesAndFilters(t *testing.T) {
 // certificate.
 func (e *env) mtlsPost(t *testing.T, a *loadgen.Agent, msg *protobufs.AgentToServer) *protobufs.ServerToAgent {
 	t.Helper()
+	return e.mtlsPostWith(t, a.Cert(), a.KeyPEM(), msg)
+}
+
+func (e *env) mtlsPostWith(t *testing.T, certPEM, keyPEM []byte, msg *protobufs.AgentToServer) *protobufs.ServerToAgent {
+	t.Helper()
 	body, _ := proto.Marshal(msg)
 	req, _ := http.NewRequest(http.MethodPost, e.url("http"), bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/x-protobuf")
-	resp, err := e.mtlsClient(t, a).Do(req)
+	resp, err := e.tlsClient(t, certPEM, keyPEM).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,10 @@
 package opamp
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics are the OpAMP server's Prometheus collectors.
 type Metrics struct {
@@ -8,6 +12,8 @@ type Metrics struct {
 	Messages  *prometheus.CounterVec // by direction (in, out)
 	Rejected  *prometheus.CounterVec // by reason
 	Issued    prometheus.Counter
+	Rotations *prometheus.CounterVec // by event
+	IssueTime prometheus.Histogram
 }
 
 // NewMetrics makes an unregistered set; Register adds it to a registry.
@@ -25,12 +31,21 @@ func NewMetrics() *Metrics {
 		Issued: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "trustamp_certificates_issued_total", Help: "Agent certificates issued and offered.",
 		}),
+		Rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trustamp_rotations_total", Help: "Rotation events: requested, offered, confirmed, stalled, awaiting-agent-renewal.",
+		}, []string{"event"}),
+		IssueTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "trustamp_certificate_issue_seconds", Help: "Time to sign and record one agent certificate.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
+		}),
 	}
 }
 
+func (m *Metrics) observeIssue(d time.Duration) { m.IssueTime.Observe(d.Seconds()) }
+
 // Register adds the collectors to r.
 func (m *Metrics) Register(r prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.Connected, m.Messages, m.Rejected, m.Issued} {
+	for _, c := range []prometheus.Collector{m.Connected, m.Messages, m.Rejected, m.Issued, m.Rotations, m.IssueTime} {
 		if err := r.Register(c); err != nil {
 			return err
 		}

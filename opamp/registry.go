@@ -1,33 +1,43 @@
 package opamp
 
-import (
-	"sync"
-
-	"github.com/open-telemetry/opamp-go/server/types"
-)
+import "sync"
 
 // registry tracks live WebSocket connections per agent uid, so the server can
 // push to an agent or cut it off. Plain-HTTP agents have no live connection
 // between requests and are not tracked.
 type registry struct {
 	mu    sync.Mutex
-	byUID map[string]map[types.Connection]struct{}
+	byUID map[string]map[*conn]struct{}
 }
 
 func newRegistry() *registry {
-	return &registry{byUID: map[string]map[types.Connection]struct{}{}}
+	return &registry{byUID: map[string]map[*conn]struct{}{}}
 }
 
-func (r *registry) add(uid string, c types.Connection) {
+func (r *registry) add(uid string, c *conn) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.byUID[uid] == nil {
-		r.byUID[uid] = map[types.Connection]struct{}{}
+		r.byUID[uid] = map[*conn]struct{}{}
 	}
 	r.byUID[uid][c] = struct{}{}
 }
 
-func (r *registry) remove(uid string, c types.Connection) {
+// newest returns one live connection of uid (any will do: each is the
+// same agent), or nil.
+func (r *registry) newest(uid string) *conn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var best *conn
+	for c := range r.byUID[uid] {
+		if best == nil || c.since.After(best.since) {
+			best = c
+		}
+	}
+	return best
+}
+
+func (r *registry) remove(uid string, c *conn) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.byUID[uid], c)
@@ -48,7 +58,7 @@ func (r *registry) disconnect(uid string) int {
 	delete(r.byUID, uid)
 	r.mu.Unlock()
 	for c := range conns {
-		c.Disconnect()
+		c.live.Disconnect()
 	}
 	return len(conns)
 }

@@ -52,6 +52,22 @@ type Config struct {
 	// per second, so a flood cannot fill the log; refusals beyond it are
 	// counted in the next entry. Zero means 1/s with a burst of 20.
 	UnauthorizedAuditRate rate.Limit
+	// Profiles are the certificate profiles by name; Profile names the one
+	// for OpAMP connection certificates. Nil/empty means ca.Profile defaults.
+	Profiles map[string]ca.Profile
+	Profile  string
+	// RotationRate bounds server-initiated rotations fleet-wide, per
+	// second. Zero means 50.
+	RotationRate float64
+	// ScanInterval is how often the scheduler looks for certificates due for
+	// rotation. Zero means 10s. Due rotations are dispatched every second.
+	ScanInterval time.Duration
+	// OfferTimeout is how long an offer or CSR request may go unconfirmed
+	// before the rotation is stalled and retried with backoff. Zero means 2m.
+	OfferTimeout time.Duration
+	// AgentCSRInterval is the minimum average interval between CSRs one
+	// agent sends on its own (burst of 3). Zero means 10s.
+	AgentCSRInterval time.Duration
 	// Metrics receives counters. Nil means a private, unexported set.
 	Metrics *Metrics
 	// Logger receives logs. Nil means slog.Default().
@@ -68,6 +84,7 @@ type Server struct {
 	conns    *registry
 	enrolls  chan struct{} // semaphore of enrolling connections
 	refusals *refusalAuditor
+	rotation *rotator
 	handler  opampserver.HTTPHandlerFunc
 	connCtx  opampserver.ConnContext
 }
@@ -95,6 +112,21 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics()
 	}
+	if cfg.Profile == "" {
+		cfg.Profile = "default"
+	}
+	if cfg.RotationRate <= 0 {
+		cfg.RotationRate = 50
+	}
+	if cfg.ScanInterval <= 0 {
+		cfg.ScanInterval = 10 * time.Second
+	}
+	if cfg.OfferTimeout <= 0 {
+		cfg.OfferTimeout = 2 * time.Minute
+	}
+	if cfg.AgentCSRInterval <= 0 {
+		cfg.AgentCSRInterval = 10 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -109,9 +141,11 @@ func New(cfg Config) (*Server, error) {
 		enrolls: make(chan struct{}, cfg.MaxConcurrentEnrollments),
 	}
 	s.refusals = newRefusalAuditor(cfg.UnauthorizedAuditRate, 20, s.auditRefusal)
+	s.rotation = newRotator(s)
 	srv := opampserver.New(nil)
 	h, connCtx, err := srv.Attach(opampserver.Settings{
-		Callbacks: types.Callbacks{OnConnecting: s.onConnecting},
+		Callbacks:          types.Callbacks{OnConnecting: s.onConnecting},
+		CustomCapabilities: []string{CSRCapability},
 	})
 	if err != nil {
 		return nil, err
@@ -146,6 +180,18 @@ func (s *Server) TLSConfig(cert tls.Certificate) *tls.Config {
 		ClientCAs:    s.cfg.CA.Roots(),
 		Time:         s.cfg.Clock,
 	}
+}
+
+// profile returns the profile for OpAMP connection certificates.
+func (s *Server) profile() ca.Profile {
+	p, ok := s.cfg.Profiles[s.cfg.Profile]
+	if !ok {
+		p = ca.Profile{Name: s.cfg.Profile}
+	}
+	if p.Name == "" {
+		p.Name = s.cfg.Profile
+	}
+	return p.WithDefaults()
 }
 
 // Connected reports how many live connections an agent has on this replica.

@@ -14,6 +14,7 @@ import (
 	"github.com/trustamp/trustamp/api"
 	"github.com/trustamp/trustamp/audit"
 	"github.com/trustamp/trustamp/ca"
+	"github.com/trustamp/trustamp/config"
 	"github.com/trustamp/trustamp/datadir"
 	"github.com/trustamp/trustamp/opamp"
 )
@@ -56,15 +57,23 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 		return nil, err
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		api.NewCertCollector(d.Store, o.Clock))
 	metrics := opamp.NewMetrics()
 	if err := metrics.Register(reg); err != nil {
 		return nil, err
 	}
+	certs := d.Config.Certificates
 	op, err := opamp.New(opamp.Config{
 		Store: d.Store, CA: authority, Audit: auditLog, ReplicaID: d.Config.OpAMP.ReplicaID,
 		HeartbeatInterval:        d.Config.OpAMP.HeartbeatInterval,
 		MaxConcurrentEnrollments: d.Config.OpAMP.MaxConcurrentEnrollments,
+		Profiles:                 Profiles(certs.Profiles),
+		Profile:                  certs.Profile,
+		RotationRate:             certs.RotationRate,
+		ScanInterval:             certs.ScanInterval,
+		OfferTimeout:             certs.OfferTimeout,
+		AgentCSRInterval:         certs.AgentCSRInterval,
 		Metrics:                  metrics, Logger: o.Logger, Clock: o.Clock,
 	})
 	if err != nil {
@@ -101,6 +110,18 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 	}
 	srv.OpAMP = op
 	return srv, nil
+}
+
+// Profiles maps the config's certificate profiles onto the CA's.
+func Profiles(in map[string]config.CertProfile) map[string]ca.Profile {
+	out := make(map[string]ca.Profile, len(in))
+	for name, p := range in {
+		out[name] = ca.Profile{
+			Name: name, Lifetime: p.Lifetime, RenewAt: p.RenewAt, Jitter: p.Jitter, Backdate: p.Backdate,
+			KeyTypes: p.KeyTypes, RSAMinBits: p.RSAMinBits, ServerMadeKeys: p.ServerMadeKeys,
+		}
+	}
+	return out
 }
 
 // dialable turns a listen address into one a local client can dial.

@@ -61,6 +61,7 @@ type OpAMPHandler interface {
 	ConnContext(ctx context.Context, c net.Conn) context.Context
 	TLSConfig(cert tls.Certificate) *tls.Config
 	Start(ctx context.Context) error
+	RunRotations(ctx context.Context) error
 }
 
 // Server is trustamp serve.
@@ -150,6 +151,9 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error {
 		return s.audit.RunCheckpoints(ctx, s.cfg.Store, s.cfg.CheckpointInterval, nil)
 	})
+	if s.cfg.OpAMP != nil {
+		g.Go(func() error { return s.cfg.OpAMP.RunRotations(ctx) })
+	}
 	s.log.Info("trustamp serving", "opamp", opampL.Addr().String(), "admin", adminL.Addr().String(), "state", s.cfg.Store.Driver())
 	if s.cfg.OnListening != nil {
 		s.cfg.OnListening(opampL.Addr(), adminL.Addr())

@@ -41,6 +41,8 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newTokenCmd(g),
 		newAgentsCmd(g),
 		newLoadgenCmd(g),
+		newRotateCmd(g),
+		newCertsCmd(g),
 	)
 	return root
 }

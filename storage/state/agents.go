@@ -2,9 +2,7 @@ package state
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 )
@@ -29,12 +27,13 @@ type Agent struct {
 	CertSerial          string // the certificate the agent last connected with
 	CertNotAfter        time.Time
 	EnrolledAt          time.Time
-	TokenID             string // the enrollment token it enrolled with
+	TokenID             string   // the enrollment token it enrolled with
+	CustomCapabilities  []string // OpAMP custom capabilities it declared
 }
 
 const agentColumns = `uid, labels, description, capabilities, health, effective_config_hash, package_statuses,
 	connected, replica, remote_addr, transport, connected_since_us, last_seen_us, sequence_num,
-	cert_serial, cert_not_after_us, enrolled_at_us, token_id`
+	cert_serial, cert_not_after_us, enrolled_at_us, token_id, custom_capabilities`
 
 // PutAgent inserts or replaces an agent's row.
 func (tx *Tx) PutAgent(ctx context.Context, a Agent) error {
@@ -42,12 +41,16 @@ func (tx *Tx) PutAgent(ctx context.Context, a Agent) error {
 	if err != nil {
 		return fmt.Errorf("state: agent %s labels: %w", a.UID, err)
 	}
+	customCaps, err := json.Marshal(nonNilSlice(a.CustomCapabilities))
+	if err != nil {
+		return fmt.Errorf("state: agent %s custom capabilities: %w", a.UID, err)
+	}
 	connected := 0
 	if a.Connected {
 		connected = 1
 	}
 	_, err = tx.exec(ctx, `INSERT INTO agents (`+agentColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (uid) DO UPDATE SET labels = excluded.labels, description = excluded.description,
 			capabilities = excluded.capabilities, health = excluded.health,
 			effective_config_hash = excluded.effective_config_hash, package_statuses = excluded.package_statuses,
@@ -55,11 +58,12 @@ func (tx *Tx) PutAgent(ctx context.Context, a Agent) error {
 			transport = excluded.transport, connected_since_us = excluded.connected_since_us,
 			last_seen_us = excluded.last_seen_us, sequence_num = excluded.sequence_num,
 			cert_serial = excluded.cert_serial, cert_not_after_us = excluded.cert_not_after_us,
-			enrolled_at_us = excluded.enrolled_at_us, token_id = excluded.token_id`,
+			enrolled_at_us = excluded.enrolled_at_us, token_id = excluded.token_id,
+			custom_capabilities = excluded.custom_capabilities`,
 		a.UID, string(labels), jsonOrEmpty(a.Description), int64(a.Capabilities), jsonOrEmpty(a.Health),
 		nonNil(a.EffectiveConfigHash), jsonOrEmpty(a.PackageStatuses), connected, a.Replica, a.RemoteAddr,
 		a.Transport, microsOrZero(a.ConnectedSince), microsOrZero(a.LastSeen), int64(a.SequenceNum),
-		a.CertSerial, microsOrZero(a.CertNotAfter), microsOrZero(a.EnrolledAt), a.TokenID)
+		a.CertSerial, microsOrZero(a.CertNotAfter), microsOrZero(a.EnrolledAt), a.TokenID, string(customCaps))
 	if err != nil {
 		return fmt.Errorf("state: put agent %s: %w", a.UID, err)
 	}
@@ -140,19 +144,22 @@ func (tx *Tx) agents(ctx context.Context, q string, args ...any) ([]Agent, error
 	var out []Agent
 	for rows.Next() {
 		var (
-			a                               Agent
-			labels, desc, health, pkgs      string
-			caps, seq                       int64
-			connected                       int
-			since, seen, notAfter, enrolled int64
+			a                                      Agent
+			labels, desc, health, pkgs, customCaps string
+			caps, seq                              int64
+			connected                              int
+			since, seen, notAfter, enrolled        int64
 		)
 		if err := rows.Scan(&a.UID, &labels, &desc, &caps, &health, &a.EffectiveConfigHash, &pkgs,
 			&connected, &a.Replica, &a.RemoteAddr, &a.Transport, &since, &seen, &seq,
-			&a.CertSerial, &notAfter, &enrolled, &a.TokenID); err != nil {
+			&a.CertSerial, &notAfter, &enrolled, &a.TokenID, &customCaps); err != nil {
 			return nil, fmt.Errorf("state: agents: %w", err)
 		}
 		if err := json.Unmarshal([]byte(labels), &a.Labels); err != nil {
 			return nil, fmt.Errorf("state: agent %s labels: %w", a.UID, err)
+		}
+		if err := json.Unmarshal([]byte(customCaps), &a.CustomCapabilities); err != nil {
+			return nil, fmt.Errorf("state: agent %s custom capabilities: %w", a.UID, err)
 		}
 		a.Description, a.Health, a.PackageStatuses = json.RawMessage(desc), json.RawMessage(health), json.RawMessage(pkgs)
 		a.Capabilities, a.SequenceNum, a.Connected = uint64(caps), uint64(seq), connected == 1
@@ -184,69 +191,9 @@ func timeOrZero(us int64) time.Time {
 	return fromMicros(us)
 }
 
-// CertStatus is where an issued certificate is in its life.
-type CertStatus string
-
-// Certificate statuses.
-const (
-	// CertOffered: recorded and sent, not yet seen in a handshake.
-	CertOffered CertStatus = "offered"
-	// CertConfirmed: the agent connected with it.
-	CertConfirmed CertStatus = "confirmed"
-)
-
-// Certificate is an issued agent certificate, recorded before it is sent.
-type Certificate struct {
-	Serial      string
-	UID         string
-	NotBefore   time.Time
-	NotAfter    time.Time
-	Fingerprint string
-	PEM         string
-	Status      CertStatus
-	IssuedAt    time.Time
-	ConfirmedAt time.Time
-}
-
-// InsertCertificate records an issued certificate.
-func (tx *Tx) InsertCertificate(ctx context.Context, c Certificate) error {
-	_, err := tx.exec(ctx, `INSERT INTO certificates (serial, uid, not_before_us, not_after_us, fingerprint, pem, status, issued_at_us, confirmed_at_us)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, c.Serial, c.UID, micros(c.NotBefore), micros(c.NotAfter), c.Fingerprint, c.PEM,
-		string(c.Status), micros(c.IssuedAt), microsOrZero(c.ConfirmedAt))
-	if err != nil {
-		return fmt.Errorf("state: insert certificate %s: %w", c.Serial, err)
+func nonNilSlice(s []string) []string {
+	if s == nil {
+		return []string{}
 	}
-	return nil
-}
-
-// CertificateBySerial returns a certificate, or ErrNotFound.
-func (tx *Tx) CertificateBySerial(ctx context.Context, serial string) (Certificate, error) {
-	var (
-		c                         Certificate
-		status                    string
-		nb, na, issued, confirmed int64
-	)
-	err := tx.queryRow(ctx, `SELECT serial, uid, not_before_us, not_after_us, fingerprint, pem, status, issued_at_us, confirmed_at_us
-		FROM certificates WHERE serial = ?`, serial).Scan(&c.Serial, &c.UID, &nb, &na, &c.Fingerprint, &c.PEM, &status, &issued, &confirmed)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Certificate{}, fmt.Errorf("certificate %s: %w", serial, ErrNotFound)
-	}
-	if err != nil {
-		return Certificate{}, fmt.Errorf("state: certificate %s: %w", serial, err)
-	}
-	c.NotBefore, c.NotAfter, c.IssuedAt, c.ConfirmedAt = fromMicros(nb), fromMicros(na), fromMicros(issued), timeOrZero(confirmed)
-	c.Status = CertStatus(status)
-	return c, nil
-}
-
-// ConfirmCertificate marks an offered certificate confirmed. It reports
-// whether it changed anything (false when already confirmed).
-func (tx *Tx) ConfirmCertificate(ctx context.Context, serial string, now time.Time) (bool, error) {
-	res, err := tx.exec(ctx, "UPDATE certificates SET status = ?, confirmed_at_us = ? WHERE serial = ? AND status = ?",
-		string(CertConfirmed), micros(now), serial, string(CertOffered))
-	if err != nil {
-		return false, fmt.Errorf("state: confirm certificate %s: %w", serial, err)
-	}
-	n, err := res.RowsAffected()
-	return n == 1, err
+	return s
 }

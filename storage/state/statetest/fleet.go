@@ -62,7 +62,7 @@ func testAgents(t *testing.T, open Opener) {
 	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
 	a := state.Agent{UID: "a1", Labels: map[string]string{"env": "prod"}, Description: json.RawMessage(`{"os":"linux"}`),
 		Capabilities: 1<<63 | 5, Connected: true, Replica: "r1", Transport: "websocket", LastSeen: now,
-		SequenceNum: 42, CertSerial: "0a", CertNotAfter: now.Add(time.Hour), EnrolledAt: now}
+		SequenceNum: 42, CertSerial: "0a", CertNotAfter: now.Add(time.Hour), EnrolledAt: now, CustomCapabilities: []string{"io.trustamp.csr"}}
 	b := state.Agent{UID: "b2", Labels: map[string]string{"env": "dev"}, Replica: "r2", CertNotAfter: now.Add(48 * time.Hour)}
 	err := s.Update(ctx, func(tx *state.Tx) error {
 		if err := tx.PutAgent(ctx, a); err != nil {
@@ -75,7 +75,8 @@ func testAgents(t *testing.T, open Opener) {
 	}
 	got := mustView(t, s, func(tx *state.Tx) (state.Agent, error) { return tx.Agent(ctx, "a1") })
 	if got.Capabilities != a.Capabilities || !got.Connected || got.SequenceNum != 42 || string(got.Description) != `{"os":"linux"}` ||
-		!got.LastSeen.Equal(now) || !got.ConnectedSince.IsZero() || got.Labels["env"] != "prod" {
+		!got.LastSeen.Equal(now) || !got.ConnectedSince.IsZero() || got.Labels["env"] != "prod" ||
+		len(got.CustomCapabilities) != 1 || got.CustomCapabilities[0] != "io.trustamp.csr" {
 		t.Fatalf("agent round trip: %+v", got)
 	}
 	yes := true
@@ -112,7 +113,8 @@ func testCertificates(t *testing.T, open Opener) {
 	ctx := context.Background()
 	s, _ := openClosed(t, open)
 	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
-	c := state.Certificate{Serial: "0abc", UID: "a1", NotBefore: now, NotAfter: now.Add(24 * time.Hour), Fingerprint: "ff", PEM: "pem", Status: state.CertOffered, IssuedAt: now}
+	c := state.Certificate{Serial: "0abc", UID: "a1", NotBefore: now, NotAfter: now.Add(24 * time.Hour), Fingerprint: "ff", PEM: "pem",
+		Status: state.CertOffered, IssuedAt: now, Profile: "default", ServerMadeKey: true}
 	if err := s.Update(ctx, func(tx *state.Tx) error { return tx.InsertCertificate(ctx, c) }); err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +132,8 @@ func testCertificates(t *testing.T, open Opener) {
 		}
 	}
 	got := mustView(t, s, func(tx *state.Tx) (state.Certificate, error) { return tx.CertificateBySerial(ctx, "0abc") })
-	if got.Status != state.CertConfirmed || !got.ConfirmedAt.Equal(now.Add(time.Minute)) || !got.NotAfter.Equal(c.NotAfter) {
+	if got.Status != state.CertConfirmed || !got.ConfirmedAt.Equal(now.Add(time.Minute)) || !got.NotAfter.Equal(c.NotAfter) ||
+		got.Destination != "opamp" || !got.ServerMadeKey {
 		t.Fatalf("certificate %+v", got)
 	}
 }

@@ -40,6 +40,8 @@ func Run(t *testing.T, open Opener) {
 		{"EnrollmentTokens", testEnrollmentTokens},
 		{"Agents", testAgents},
 		{"Certificates", testCertificates},
+		{"ConfirmRetiresPredecessor", testConfirmRetiresPredecessor},
+		{"Rotations", testRotations},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open) })

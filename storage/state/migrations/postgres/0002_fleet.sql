@@ -1,4 +1,5 @@
--- OpAMP core: enrollment tokens, the fleet registry and issued certificates.
+-- OpAMP core and certificate lifecycle: enrollment tokens, the fleet
+-- registry, issued certificates and their rotations.
 
 CREATE TABLE enrollment_tokens (
 	id TEXT PRIMARY KEY,
@@ -29,7 +30,8 @@ CREATE TABLE agents (
 	cert_serial TEXT NOT NULL,
 	cert_not_after_us BIGINT NOT NULL,
 	enrolled_at_us BIGINT NOT NULL,
-	token_id TEXT NOT NULL
+	token_id TEXT NOT NULL,
+	custom_capabilities TEXT NOT NULL
 );
 
 CREATE TABLE certificates (
@@ -41,7 +43,47 @@ CREATE TABLE certificates (
 	pem TEXT NOT NULL,
 	status TEXT NOT NULL,
 	issued_at_us BIGINT NOT NULL,
-	confirmed_at_us BIGINT NOT NULL
+	confirmed_at_us BIGINT NOT NULL,
+	retired_at_us BIGINT NOT NULL,
+	profile TEXT NOT NULL,
+	destination TEXT NOT NULL,
+	renew_after_us BIGINT NOT NULL,
+	offer_hash BYTEA NOT NULL,
+	server_made_key BIGINT NOT NULL
 );
 
 CREATE INDEX certificates_uid ON certificates (uid);
+CREATE INDEX certificates_renew ON certificates (status, renew_after_us);
+
+CREATE TABLE rotation_batches (
+	id TEXT PRIMARY KEY,
+	requested_by TEXT NOT NULL,
+	selector TEXT NOT NULL,
+	rate DOUBLE PRECISION NOT NULL,
+	total BIGINT NOT NULL,
+	created_at_us BIGINT NOT NULL
+);
+
+CREATE TABLE rotations (
+	id TEXT PRIMARY KEY,
+	batch_id TEXT NOT NULL,
+	uid TEXT NOT NULL,
+	reason TEXT NOT NULL,
+	state TEXT NOT NULL,
+	method TEXT NOT NULL,
+	serial TEXT NOT NULL,
+	attempts BIGINT NOT NULL,
+	next_attempt_us BIGINT NOT NULL,
+	created_at_us BIGINT NOT NULL,
+	updated_at_us BIGINT NOT NULL,
+	error TEXT NOT NULL
+);
+
+CREATE INDEX rotations_uid ON rotations (uid, state);
+CREATE INDEX rotations_due ON rotations (state, next_attempt_us);
+CREATE INDEX rotations_batch ON rotations (batch_id);
+
+-- At most one unfinished rotation per agent, even with several replicas
+-- scheduling at once.
+CREATE UNIQUE INDEX rotations_one_open ON rotations (uid)
+	WHERE state IN ('pending', 'requested', 'offered', 'stalled', 'awaiting-agent-renewal');
