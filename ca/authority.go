@@ -129,8 +129,13 @@ func (a *Authority) IssueAgent(ctx context.Context, csr *x509.CertificateRequest
 		c.IsCA = false
 		return nil
 	})
+	// smallstep verifies the CSR's signature before signing; only when it
+	// refuses is the signature checked again, to say so in our words.
 	chain, err := a.step.SignWithContext(ctx, csr, provisioner.SignOptions{Backdate: p.Backdate}, identity)
 	if err != nil {
+		if sigErr := csr.CheckSignature(); sigErr != nil {
+			return nil, refuse("CSR signature does not verify: %v", sigErr)
+		}
 		return nil, fmt.Errorf("ca: sign csr for %s: %w", uid, err)
 	}
 	leaf := chain[0]

@@ -140,6 +140,7 @@ func TestCSRRefusals(t *testing.T) {
 		{"RSA 1024", csrPEM(t, rsa1024, &x509.CertificateRequest{}), "1024 bits"},
 		{"P-224", csrPEM(t, p224, &x509.CertificateRequest{}), "P-224"},
 		{"too big", append([]byte("-----BEGIN CERTIFICATE REQUEST-----\n"), make([]byte, 20000)...), "bytes"},
+		{"bad signature", tamperSignature(csrPEM(t, p256(t), &x509.CertificateRequest{})), "signature does not verify"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -160,6 +161,13 @@ func TestCSRRefusals(t *testing.T) {
 	if _, err := a.IssueAgent(context.Background(), csr, uid, Profile{}); err != nil {
 		t.Fatalf("ed25519 CSR refused: %v", err)
 	}
+}
+
+// tamperSignature flips a bit in the last byte of a CSR: the signature.
+func tamperSignature(p []byte) []byte {
+	block, _ := pem.Decode(p)
+	block.Bytes[len(block.Bytes)-1] ^= 1
+	return pem.EncodeToMemory(block)
 }
 
 func TestVerifyAgentRejectsForeignCA(t *testing.T) {

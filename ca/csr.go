@@ -21,7 +21,9 @@ func refuse(format string, args ...any) error {
 // maxCSRBytes bounds what is parsed: a real CSR is well under 4 KiB.
 const maxCSRBytes = 16 << 10
 
-// ParseCSR decodes one PEM CERTIFICATE REQUEST and checks its signature.
+// ParseCSR decodes one PEM CERTIFICATE REQUEST. Its signature (proof of
+// possession) is checked when it is signed: IssueAgent refuses a CSR whose
+// signature does not verify, so the check costs one verification, not two.
 func ParseCSR(pemBytes []byte) (*x509.CertificateRequest, error) {
 	if len(pemBytes) > maxCSRBytes {
 		return nil, refuse("CSR is %d bytes, more than the %d allowed", len(pemBytes), maxCSRBytes)
@@ -36,9 +38,6 @@ func ParseCSR(pemBytes []byte) (*x509.CertificateRequest, error) {
 	csr, err := x509.ParseCertificateRequest(block.Bytes)
 	if err != nil {
 		return nil, refuse("CSR does not parse: %v", err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, refuse("CSR signature does not verify: %v", err)
 	}
 	return csr, nil
 }

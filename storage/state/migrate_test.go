@@ -51,3 +51,34 @@ func TestRebind(t *testing.T) {
 		t.Errorf("sqlite rebind = %q", got)
 	}
 }
+
+// TestStatementsArePreparedOnce: a query seen in one transaction is prepared
+// after it and reused by the next, on both pools.
+func TestStatementsArePreparedOnce(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, Config{SQLitePath: filepath.Join(t.TempDir(), "s.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	meta := func(tx *Tx) error { tx.Meta(ctx, "k"); return nil }
+	for i := 0; i < 2; i++ {
+		if err := s.Update(ctx, func(tx *Tx) error {
+			if i == 1 && len(tx.missed) != 0 {
+				t.Fatalf("second transaction missed %v", tx.missed)
+			}
+			return meta(tx)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s.writeStmts.get("SELECT value FROM meta WHERE key = ?") == nil {
+		t.Fatal("query not in the write pool's cache")
+	}
+	if err := s.View(ctx, meta); err != nil {
+		t.Fatal(err)
+	}
+	if s.readStmts.get("SELECT value FROM meta WHERE key = ?") == nil {
+		t.Fatal("query not in the read pool's cache")
+	}
+}

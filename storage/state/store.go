@@ -15,6 +15,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -48,6 +49,8 @@ type Store struct {
 	write *sql.DB // every Update runs here
 	read  *sql.DB // every View runs here; the same pool as write on PostgreSQL
 	d     dialect
+
+	writeStmts, readStmts *stmtCache
 }
 
 // Open connects to the configured backend and applies pending migrations. It
@@ -73,6 +76,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
+	s.writeStmts = &stmtCache{db: s.write, m: map[string]*sql.Stmt{}}
+	s.readStmts = s.writeStmts
+	if s.read != s.write {
+		s.readStmts = &stmtCache{db: s.read, m: map[string]*sql.Stmt{}}
+	}
 	return s, nil
 }
 
@@ -81,7 +89,13 @@ func (s *Store) Driver() string { return s.d.name }
 
 // Close releases the database handles.
 func (s *Store) Close() error {
-	err := s.write.Close()
+	var err error
+	for _, c := range []*stmtCache{s.writeStmts, s.readStmts} {
+		if c != nil {
+			err = errors.Join(err, c.close())
+		}
+	}
+	err = errors.Join(err, s.write.Close())
 	if s.read != s.write {
 		err = errors.Join(err, s.read.Close())
 	}
@@ -100,27 +114,32 @@ func (s *Store) Ping(ctx context.Context) error {
 // On SQLite, writers are serialised (one connection, BEGIN IMMEDIATE), so fn
 // must not call Update itself.
 func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
-	return s.run(ctx, s.write, nil, fn)
+	return s.run(ctx, s.write, s.writeStmts, nil, fn)
 }
 
 // View runs fn in a read-only transaction: a consistent snapshot that never
 // blocks writers.
 func (s *Store) View(ctx context.Context, fn func(*Tx) error) error {
-	return s.run(ctx, s.read, &sql.TxOptions{ReadOnly: s.d.readOnlyTx}, fn)
+	return s.run(ctx, s.read, s.readStmts, &sql.TxOptions{ReadOnly: s.d.readOnlyTx}, fn)
 }
 
-func (s *Store) run(ctx context.Context, db *sql.DB, opts *sql.TxOptions, fn func(*Tx) error) (err error) {
+func (s *Store) run(ctx context.Context, db *sql.DB, stmts *stmtCache, opts *sql.TxOptions, fn func(*Tx) error) (err error) {
 	sqlTx, err := db.BeginTx(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("state: begin: %w", err)
 	}
+	tx := &Tx{tx: sqlTx, d: s.d, stmts: stmts}
+	// Statements first seen in this transaction are prepared once it has
+	// given its connection back (the SQLite writer has only one): this
+	// deferred call runs after the rollback below, even on a panic.
+	defer func() { stmts.prepare(ctx, tx.missed) }()
 	defer func() {
 		if p := recover(); p != nil {
 			_ = sqlTx.Rollback()
 			panic(p)
 		}
 	}()
-	if err := fn(&Tx{tx: sqlTx, d: s.d}); err != nil {
+	if err := fn(tx); err != nil {
 		if rbErr := sqlTx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) {
 			return errors.Join(err, fmt.Errorf("state: rollback: %w", rbErr))
 		}
@@ -135,22 +154,117 @@ func (s *Store) run(ctx context.Context, db *sql.DB, opts *sql.TxOptions, fn fun
 // Tx is one transaction. Its methods are grouped by domain in this package's
 // files; consumers declare the few they call as an interface of their own.
 type Tx struct {
-	tx *sql.Tx
-	d  dialect
+	tx     *sql.Tx
+	d      dialect
+	stmts  *stmtCache
+	missed []string // queries to prepare after this transaction
+}
+
+// stmt returns query, prepared once per pool, bound to this transaction; nil
+// the first time a query is seen (it then runs unprepared). Without it the
+// drivers parse every statement on every call.
+func (tx *Tx) stmt(ctx context.Context, query string) (*sql.Stmt, string) {
+	q := tx.d.rebind(query)
+	if st := tx.stmts.get(q); st != nil {
+		return tx.tx.StmtContext(ctx, st), q
+	}
+	tx.missed = append(tx.missed, q)
+	return nil, q
 }
 
 func (tx *Tx) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	res, err := tx.tx.ExecContext(ctx, tx.d.rebind(query), args...)
+	st, q := tx.stmt(ctx, query)
+	var (
+		res sql.Result
+		err error
+	)
+	if st != nil {
+		res, err = st.ExecContext(ctx, args...)
+	} else {
+		res, err = tx.tx.ExecContext(ctx, q, args...)
+	}
 	return res, tx.d.translate(err)
 }
 
 func (tx *Tx) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	rows, err := tx.tx.QueryContext(ctx, tx.d.rebind(query), args...)
+	st, q := tx.stmt(ctx, query)
+	var (
+		rows *sql.Rows
+		err  error
+	)
+	if st != nil {
+		rows, err = st.QueryContext(ctx, args...)
+	} else {
+		rows, err = tx.tx.QueryContext(ctx, q, args...)
+	}
 	return rows, tx.d.translate(err)
 }
 
-func (tx *Tx) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
-	return tx.tx.QueryRowContext(ctx, tx.d.rebind(query), args...)
+// row is a single-row result whose error surfaces at Scan, like *sql.Row.
+type row struct {
+	r   *sql.Row
+	err error
+}
+
+func (r row) Scan(dest ...any) error {
+	if r.err != nil {
+		return r.err
+	}
+	return r.r.Scan(dest...)
+}
+
+func (tx *Tx) queryRow(ctx context.Context, query string, args ...any) row {
+	if st, q := tx.stmt(ctx, query); st == nil {
+		return row{r: tx.tx.QueryRowContext(ctx, q, args...)}
+	} else {
+		return row{r: st.QueryRowContext(ctx, args...)}
+	}
+}
+
+// stmtCache holds prepared statements of one pool, by query text. Queries
+// are constants of this package, so the cache stays small.
+type stmtCache struct {
+	db *sql.DB
+	mu sync.Mutex
+	m  map[string]*sql.Stmt
+}
+
+func (c *stmtCache) get(q string) *sql.Stmt {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[q]
+}
+
+// prepare prepares queries not cached yet. A failure only means the query
+// keeps running unprepared.
+func (c *stmtCache) prepare(ctx context.Context, queries []string) {
+	for _, q := range queries {
+		if c.get(q) != nil {
+			continue
+		}
+		st, err := c.db.PrepareContext(context.WithoutCancel(ctx), q)
+		if err != nil {
+			continue
+		}
+		c.mu.Lock()
+		if _, dup := c.m[q]; dup {
+			st.Close()
+		} else {
+			c.m[q] = st
+		}
+		c.mu.Unlock()
+	}
+}
+
+func (c *stmtCache) close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var err error
+	for q, st := range c.m {
+		err = errors.Join(err, st.Close())
+		delete(c.m, q)
+	}
+	return err
 }
 
 // micros and fromMicros store times as integer microseconds since the Unix
