@@ -29,6 +29,9 @@ type Config struct {
 	Hold time.Duration
 	// Progress receives a line a second while the run goes on. Nil means none.
 	Progress io.Writer
+	// CSRCapability and AcceptServerKeys configure how agents follow
+	// rotations (see AgentConfig).
+	CSRCapability, AcceptServerKeys bool
 }
 
 // Report is what a run measured.
@@ -47,6 +50,9 @@ type Report struct {
 	EnrollMax   time.Duration `json:"enroll_max_ns"`
 	ConnectP50  time.Duration `json:"mtls_connect_p50_ns"`
 	ConnectP99  time.Duration `json:"mtls_connect_p99_ns"`
+	// Rotated counts agents that reconnected with a new certificate during
+	// the run (for example during --hold while an operator rotates).
+	Rotated int `json:"rotated"`
 }
 
 // Run simulates cfg.Agents agents: each enrolls (token + CSR), then
@@ -65,7 +71,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		errKinds            = map[string]int{}
 		agents              []*Agent
 		enrolled, connected atomic.Int64
-		failed              atomic.Int64
+		failed, rotated     atomic.Int64
 	)
 	fail := func(stage string, err error) {
 		failed.Add(1)
@@ -73,7 +79,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		errKinds[stage+": "+trim(err.Error(), 120)]++
 		mu.Unlock()
 	}
-	stopProgress := progress(cfg.Progress, cfg.Agents, &enrolled, &connected, &failed)
+	stopProgress := progress(cfg.Progress, cfg.Agents, &enrolled, &connected, &failed, &rotated)
 	start := time.Now()
 	sem := make(chan struct{}, cfg.Concurrency)
 	var wg sync.WaitGroup
@@ -83,7 +89,9 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			a, err := NewAgent(AgentConfig{ServerURL: cfg.ServerURL, CAPEM: cfg.CAPEM, Heartbeat: cfg.Heartbeat})
+			a, err := NewAgent(AgentConfig{ServerURL: cfg.ServerURL, CAPEM: cfg.CAPEM, Heartbeat: cfg.Heartbeat,
+				CSRCapability: cfg.CSRCapability, AcceptServerKeys: cfg.AcceptServerKeys,
+				OnRotated: func(string) { rotated.Add(1) }})
 			if err != nil {
 				fail("setup", err)
 				return
@@ -115,10 +123,12 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	elapsed := time.Since(start)
 	stopProgress()
 	if cfg.Hold > 0 {
+		stopHoldProgress := progress(cfg.Progress, cfg.Agents, &enrolled, &connected, &failed, &rotated)
 		select {
 		case <-time.After(cfg.Hold):
 		case <-ctx.Done():
 		}
+		stopHoldProgress()
 	}
 	var swg sync.WaitGroup
 	for _, a := range agents {
@@ -130,13 +140,14 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		Agents: cfg.Agents, Enrolled: int(enrolled.Load()), Connected: int(connected.Load()),
 		Errors: int(failed.Load()), ErrorKind: errKinds, Elapsed: elapsed,
 		ConnectRate: float64(connected.Load()) / elapsed.Seconds(),
+		Rotated:     int(rotated.Load()),
 	}
 	r.EnrollP50, r.EnrollP99, r.EnrollMax = quantile(enrollLat, 0.50), quantile(enrollLat, 0.99), quantile(enrollLat, 1)
 	r.ConnectP50, r.ConnectP99 = quantile(connLat, 0.50), quantile(connLat, 0.99)
 	return r, ctx.Err()
 }
 
-func progress(w io.Writer, total int, enrolled, connected, failed *atomic.Int64) (stop func()) {
+func progress(w io.Writer, total int, enrolled, connected, failed, rotated *atomic.Int64) (stop func()) {
 	if w == nil {
 		return func() {}
 	}
@@ -152,7 +163,8 @@ func progress(w io.Writer, total int, enrolled, connected, failed *atomic.Int64)
 			case <-done:
 				return
 			case <-t.C:
-				fmt.Fprintf(w, "enrolled %d/%d  connected %d  errors %d\n", enrolled.Load(), total, connected.Load(), failed.Load())
+				fmt.Fprintf(w, "%s enrolled %d/%d  connected %d  errors %d  rotated %d\n", time.Now().Format("15:04:05"),
+					enrolled.Load(), total, connected.Load(), failed.Load(), rotated.Load())
 			}
 		}
 	}()

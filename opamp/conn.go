@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -51,6 +52,7 @@ type conn struct {
 	certSerial   string
 	certNotAfter time.Time
 	agent        *state.Agent // registry record, loaded on the first message
+	persisted    time.Time    // when agent was last written
 
 	// kindEnrolling
 	token   state.EnrollmentToken
@@ -238,6 +240,7 @@ func (c *conn) observe(ctx context.Context, msg *protobufs.AgentToServer) (bool,
 		needFull = true
 	}
 	a := c.agent
+	before := *a
 	if msg.AgentDescription != nil {
 		a.Description = marshalJSON(msg.AgentDescription)
 	}
@@ -268,8 +271,32 @@ func (c *conn) observe(ctx context.Context, msg *protobufs.AgentToServer) (bool,
 	a.Replica, a.RemoteAddr, a.Transport = c.s.cfg.ReplicaID, c.remote, c.transport
 	a.LastSeen, a.SequenceNum = now, msg.SequenceNum
 	a.CertSerial, a.CertNotAfter = c.certSerial, c.certNotAfter
+	// A heartbeat that changes nothing but last_seen and the sequence
+	// number is written at most every lastSeenWriteInterval: the registry's
+	// last_seen is that coarse, and the single SQLite writer stays free for
+	// trust changes.
+	if !changed(before, *a) && now.Sub(c.persisted) < lastSeenWriteInterval {
+		return needFull, nil
+	}
 	err := c.s.cfg.Store.Update(ctx, func(tx *state.Tx) error { return tx.PutAgent(ctx, *a) })
+	if err == nil {
+		c.persisted = now
+	}
 	return needFull, err
+}
+
+// lastSeenWriteInterval bounds how stale a registry's last_seen may be.
+const lastSeenWriteInterval = 30 * time.Second
+
+// changed reports whether anything but last_seen and the sequence number
+// differs between two registry records.
+func changed(a, b state.Agent) bool {
+	return string(a.Description) != string(b.Description) || a.Capabilities != b.Capabilities ||
+		string(a.Health) != string(b.Health) || string(a.EffectiveConfigHash) != string(b.EffectiveConfigHash) ||
+		string(a.PackageStatuses) != string(b.PackageStatuses) || a.Connected != b.Connected ||
+		a.Replica != b.Replica || a.RemoteAddr != b.RemoteAddr || a.Transport != b.Transport ||
+		!a.ConnectedSince.Equal(b.ConnectedSince) || a.CertSerial != b.CertSerial ||
+		strings.Join(a.CustomCapabilities, ",") != strings.Join(b.CustomCapabilities, ",")
 }
 
 func csrOf(msg *protobufs.AgentToServer) []byte {

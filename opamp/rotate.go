@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/open-telemetry/opamp-go/protobufs"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
 	"github.com/trustamp/trustamp/audit"
@@ -124,29 +125,41 @@ func (r *rotator) dispatch(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	// Each step waits on the store (and the agent's socket), so steps run
+	// concurrently; the limiter, not the pool, bounds the rate. The round
+	// ends before the next tick, so no rotation is dispatched twice.
+	var g errgroup.Group
+	g.SetLimit(dispatchWorkers)
 	for _, rot := range due {
 		c := r.s.conns.newest(rot.UID)
 		if c == nil {
 			continue
 		}
 		if err := r.wait(ctx, rot.BatchID); err != nil {
-			return err
+			break
 		}
-		msg, err := r.advance(ctx, c, rot)
-		if err != nil {
-			r.s.log.Error("rotate", "uid", rot.UID, "rotation", rot.ID, "err", err)
-			continue
-		}
-		if msg != nil {
-			if err := c.live.Send(ctx, msg); err != nil {
-				r.s.log.Warn("push rotation", "uid", rot.UID, "err", err)
-				continue
+		g.Go(func() error {
+			msg, err := r.advance(ctx, c, rot)
+			if err != nil {
+				r.s.log.Error("rotate", "uid", rot.UID, "rotation", rot.ID, "err", err)
+				return nil
 			}
-			r.s.metrics.Messages.WithLabelValues("out").Inc()
-		}
+			if msg != nil {
+				if err := c.live.Send(ctx, msg); err != nil {
+					r.s.log.Warn("push rotation", "uid", rot.UID, "err", err)
+					return nil
+				}
+				r.s.metrics.Messages.WithLabelValues("out").Inc()
+			}
+			return nil
+		})
 	}
-	return nil
+	g.Wait()
+	return ctx.Err()
 }
+
+// dispatchWorkers bounds rotation steps in flight on one replica.
+const dispatchWorkers = 64
 
 // piggyback adds a due rotation's message to the reply to a plain-HTTP agent.
 func (r *rotator) piggyback(ctx context.Context, c *conn, resp *protobufs.ServerToAgent) {

@@ -56,6 +56,7 @@ Use https://... for OpAMP's plain-HTTP transport.`,
 					{"connect rate", fmt.Sprintf("%.1f agents/s", rep.ConnectRate)},
 					{"enroll p50 / p99 / max", fmt.Sprintf("%s / %s / %s", ms(rep.EnrollP50), ms(rep.EnrollP99), ms(rep.EnrollMax))},
 					{"mTLS connect p50 / p99", fmt.Sprintf("%s / %s", ms(rep.ConnectP50), ms(rep.ConnectP99))},
+					{"rotated during the run", fmt.Sprint(rep.Rotated)},
 				})
 				for kind, n := range rep.ErrorKind {
 					fmt.Fprintf(cmd.ErrOrStderr(), "error x%d: %s\n", n, kind)
@@ -75,6 +76,8 @@ Use https://... for OpAMP's plain-HTTP transport.`,
 	cmd.Flags().IntVar(&cfg.Concurrency, "concurrency", 50, "agents enrolling at once")
 	cmd.Flags().DurationVar(&cfg.Heartbeat, "heartbeat", 30*time.Second, "agent heartbeat (HTTP: polling) interval")
 	cmd.Flags().DurationVar(&cfg.Hold, "hold", 0, "keep all agents connected this long after the last connects")
+	cmd.Flags().BoolVar(&cfg.CSRCapability, "csr-capability", true, "agents declare io.trustamp.csr and answer CSR requests")
+	cmd.Flags().BoolVar(&cfg.AcceptServerKeys, "accept-server-keys", false, "agents accept offers with server-made keys")
 	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding an enrollment token with enough uses (required)")
 	cmd.Flags().StringVar(&caFile, "ca", "", "CA bundle (default: DATA/ca/root.pem)")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")

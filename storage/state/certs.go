@@ -165,9 +165,13 @@ func (tx *Tx) ConfirmCertificate(ctx context.Context, serial string, now time.Ti
 	if n, err := res.RowsAffected(); err != nil || n != 1 {
 		return false, err
 	}
+	var uid, dest string
+	if err := tx.queryRow(ctx, "SELECT uid, destination FROM certificates WHERE serial = ?", serial).Scan(&uid, &dest); err != nil {
+		return false, fmt.Errorf("state: confirm certificate %s: %w", serial, err)
+	}
 	_, err = tx.exec(ctx, `UPDATE certificates SET status = ?, retired_at_us = ?
-		WHERE status = ? AND serial <> ? AND (uid, destination) IN (SELECT uid, destination FROM certificates WHERE serial = ?)`,
-		string(CertRetired), micros(now), string(CertConfirmed), serial, serial)
+		WHERE uid = ? AND destination = ? AND status = ? AND serial <> ?`,
+		string(CertRetired), micros(now), uid, dest, string(CertConfirmed), serial)
 	if err != nil {
 		return false, fmt.Errorf("state: retire predecessors of %s: %w", serial, err)
 	}

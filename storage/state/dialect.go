@@ -101,6 +101,9 @@ func openSQLite(cfg Config) (*Store, error) {
 		q.Add("_pragma", "journal_mode(WAL)")
 		q.Add("_pragma", "synchronous(NORMAL)")
 		q.Add("_pragma", "foreign_keys(ON)")
+		// 32 MiB page cache per connection (the default is 2 MiB): the
+		// registry and certificates of a large fleet then stay in memory.
+		q.Add("_pragma", "cache_size(-32768)")
 		for i := 0; i+1 < len(extra); i += 2 {
 			q.Add(extra[i], extra[i+1])
 		}

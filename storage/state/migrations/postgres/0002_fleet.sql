@@ -52,7 +52,7 @@ CREATE TABLE certificates (
 	server_made_key BIGINT NOT NULL
 );
 
-CREATE INDEX certificates_uid ON certificates (uid);
+CREATE INDEX certificates_agent ON certificates (uid, destination, status);
 CREATE INDEX certificates_renew ON certificates (status, renew_after_us);
 
 CREATE TABLE rotation_batches (
@@ -82,6 +82,7 @@ CREATE TABLE rotations (
 CREATE INDEX rotations_uid ON rotations (uid, state);
 CREATE INDEX rotations_due ON rotations (state, next_attempt_us);
 CREATE INDEX rotations_batch ON rotations (batch_id);
+CREATE INDEX rotations_serial ON rotations (serial);
 
 -- At most one unfinished rotation per agent, even with several replicas
 -- scheduling at once.
