@@ -36,7 +36,7 @@ staticcheck: tools
 ci: vet staticcheck test
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./audit/
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./audit/ ./opamp/
 
 clean:
 	rm -rf bin
