@@ -246,23 +246,28 @@ func (c *stmtCache) prepare(ctx context.Context, queries []string) {
 		if err != nil {
 			continue
 		}
+		// Never call into database/sql while holding c.mu: closing a
+		// statement takes connection locks that a transaction may hold while
+		// it waits for c.mu (seen as a deadlock on PostgreSQL).
 		c.mu.Lock()
-		if _, dup := c.m[q]; dup {
-			st.Close()
-		} else {
-			c.m[q] = st
+		if _, dup := c.m[q]; !dup {
+			c.m[q], st = st, nil
 		}
 		c.mu.Unlock()
+		if st != nil {
+			st.Close()
+		}
 	}
 }
 
 func (c *stmtCache) close() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	stmts := c.m
+	c.m = map[string]*sql.Stmt{}
+	c.mu.Unlock()
 	var err error
-	for q, st := range c.m {
+	for _, st := range stmts {
 		err = errors.Join(err, st.Close())
-		delete(c.m, q)
 	}
 	return err
 }
