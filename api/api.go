@@ -35,6 +35,8 @@ type Config struct {
 	// Store and Audit are required.
 	Store *state.Store
 	Audit *audit.Log
+	// CA rolls the intermediate over. Nil means the endpoint answers 501.
+	CA IntermediateRotator
 	// Gatherer serves /metrics. Nil means no /metrics route.
 	Gatherer prometheus.Gatherer
 	// Logger receives logs. Nil means slog.Default().
@@ -66,6 +68,7 @@ func New(cfg Config) *API {
 	a.mux.Handle("GET /api/v1/certificates", a.auth(a.listCertificates, all...))
 	a.mux.Handle("POST /api/v1/rotations", a.auth(a.createRotation, RoleAdmin, RoleSecurity))
 	a.mux.Handle("GET /api/v1/rotations/{id}", a.auth(a.getRotation, all...))
+	a.mux.Handle("POST /api/v1/ca/rotate-intermediate", a.auth(a.rotateIntermediate, RoleAdmin, RoleSecurity))
 	a.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path)
 	})

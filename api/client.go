@@ -93,6 +93,12 @@ func (c *Client) Rotation(ctx context.Context, id string) (RotationStatus, error
 	return out, c.do(ctx, http.MethodGet, "/api/v1/rotations/"+url.PathEscape(id), nil, &out)
 }
 
+// RotateIntermediate rolls the CA's intermediate over.
+func (c *Client) RotateIntermediate(ctx context.Context) (IntermediateRollover, error) {
+	var out IntermediateRollover
+	return out, c.do(ctx, http.MethodPost, "/api/v1/ca/rotate-intermediate", struct{}{}, &out)
+}
+
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
 	var rd io.Reader
 	if body != nil {

@@ -2,6 +2,7 @@ package ca
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -13,10 +14,13 @@ import (
 	"time"
 
 	"net/url"
+	"sync/atomic"
 
 	"github.com/google/uuid"
 	"github.com/smallstep/certificates/authority"
 	"github.com/smallstep/certificates/authority/provisioner"
+
+	"github.com/trustamp/trustamp/storage/keys"
 )
 
 // Config configures an Authority.
@@ -32,16 +36,22 @@ type Config struct {
 }
 
 // Authority issues agent certificates from the intermediate, through
-// smallstep's embedded authority. It is safe for concurrent use.
+// smallstep's embedded authority. It is safe for concurrent use; an
+// intermediate rollover swaps the issuer without stopping issuance.
 type Authority struct {
-	cfg           Config
+	cfg     Config
+	root    *x509.Certificate
+	rootPEM []byte
+	roots   *x509.CertPool
+	cur     atomic.Pointer[issuer]
+}
+
+// issuer is what signs today: replaced as a whole on rollover.
+type issuer struct {
 	step          *authority.Authority
-	root          *x509.Certificate
 	intermediate  *x509.Certificate
-	rootPEM       []byte
-	chainPEM      []byte // intermediate, appended after every leaf
-	roots         *x509.CertPool
-	intermediates *x509.CertPool
+	chainPEM      []byte         // intermediate, appended after every leaf
+	intermediates *x509.CertPool // current and previous intermediates
 }
 
 // New loads the bootstrapped CA.
@@ -56,34 +66,54 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 	if err != nil {
 		return nil, err
 	}
-	inter, interPEM, err := readCert(cfg.Files.Intermediate())
-	if err != nil {
+	roots := x509.NewCertPool()
+	roots.AddCert(root)
+	a := &Authority{cfg: cfg, root: root, rootPEM: rootPEM, roots: roots}
+	if err := a.load(ctx); err != nil {
 		return nil, err
 	}
-	key, err := cfg.Keys.Get(ctx, IntermediateKeyName)
+	return a, nil
+}
+
+// load reads the current intermediate (and the previous one, if a rollover
+// left it) and makes it the issuer.
+func (a *Authority) load(ctx context.Context) error {
+	inter, interPEM, err := readCert(a.cfg.Files.Intermediate())
 	if err != nil {
-		return nil, fmt.Errorf("ca: intermediate key: %w", err)
+		return err
 	}
-	if err := inter.CheckSignatureFrom(root); err != nil {
-		return nil, fmt.Errorf("ca: intermediate is not signed by the root: %w", err)
+	if err := inter.CheckSignatureFrom(a.root); err != nil {
+		return fmt.Errorf("ca: intermediate is not signed by the root: %w", err)
+	}
+	key, err := a.cfg.Keys.Get(ctx, intermediateKeyName(inter))
+	if errors.Is(err, keys.ErrNotFound) {
+		key, err = a.cfg.Keys.Get(ctx, IntermediateKeyName) // the one made at init
+	}
+	if err != nil {
+		return fmt.Errorf("ca: intermediate key: %w", err)
+	}
+	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(inter.PublicKey) {
+		return errors.New("ca: the intermediate key does not match intermediate.pem")
 	}
 	step, err := authority.NewEmbedded(
-		authority.WithX509RootCerts(root),
+		authority.WithX509RootCerts(a.root),
 		authority.WithX509Signer(inter, key),
 		authority.WithQuietInit(),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("ca: start embedded authority: %w", err)
+		return fmt.Errorf("ca: start embedded authority: %w", err)
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(root)
 	inters := x509.NewCertPool()
 	inters.AddCert(inter)
-	return &Authority{
-		cfg: cfg, step: step, root: root, intermediate: inter,
-		rootPEM: rootPEM, chainPEM: interPEM, roots: roots, intermediates: inters,
-	}, nil
+	if prev, _, err := readCert(a.cfg.Files.Previous()); err == nil && prev.CheckSignatureFrom(a.root) == nil {
+		inters.AddCert(prev)
+	}
+	a.cur.Store(&issuer{step: step, intermediate: inter, chainPEM: interPEM, intermediates: inters})
+	return nil
 }
+
+// Intermediate is the certificate that issues today.
+func (a *Authority) Intermediate() *x509.Certificate { return a.cur.Load().intermediate }
 
 // RootPEM is the CA bundle agents trust (served at /v1/ca.pem and sent as
 // ca_cert in offers).
@@ -131,7 +161,8 @@ func (a *Authority) IssueAgent(ctx context.Context, csr *x509.CertificateRequest
 	})
 	// smallstep verifies the CSR's signature before signing; only when it
 	// refuses is the signature checked again, to say so in our words.
-	chain, err := a.step.SignWithContext(ctx, csr, provisioner.SignOptions{Backdate: p.Backdate}, identity)
+	iss := a.cur.Load()
+	chain, err := iss.step.SignWithContext(ctx, csr, provisioner.SignOptions{Backdate: p.Backdate}, identity)
 	if err != nil {
 		if sigErr := csr.CheckSignature(); sigErr != nil {
 			return nil, refuse("CSR signature does not verify: %v", sigErr)
@@ -143,7 +174,7 @@ func (a *Authority) IssueAgent(ctx context.Context, csr *x509.CertificateRequest
 	serial := hex.EncodeToString(leaf.SerialNumber.Bytes())
 	return &Issued{
 		Leaf:        leaf,
-		CertPEM:     append(pemCert(leaf.Raw), a.chainPEM...),
+		CertPEM:     append(pemCert(leaf.Raw), iss.chainPEM...),
 		Serial:      serial,
 		Fingerprint: hex.EncodeToString(sum[:]),
 		Profile:     p.Name,
@@ -192,7 +223,7 @@ func (a *Authority) VerifyAgent(chain []*x509.Certificate) (uuid.UUID, error) {
 	if len(chain) == 0 {
 		return uuid.Nil, fmt.Errorf("%w: no certificate", ErrNotAgentCert)
 	}
-	inters := a.intermediates.Clone()
+	inters := a.cur.Load().intermediates.Clone()
 	for _, c := range chain[1:] {
 		inters.AddCert(c)
 	}

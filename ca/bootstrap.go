@@ -40,6 +40,14 @@ func (f Files) Root() string { return filepath.Join(f.Dir, "root.pem") }
 // Intermediate is the issuing certificate.
 func (f Files) Intermediate() string { return filepath.Join(f.Dir, "intermediate.pem") }
 
+// Previous is the intermediate replaced by the last rollover, still trusted
+// for the certificates it issued.
+func (f Files) Previous() string { return filepath.Join(f.Dir, "intermediate-previous.pem") }
+
+// Next is a rollover's new intermediate before it takes over; its presence
+// means a rollover was interrupted and is resumed.
+func (f Files) Next() string { return filepath.Join(f.Dir, "intermediate-next.pem") }
+
 // Server is the OpAMP listener's certificate chain.
 func (f Files) Server() string { return filepath.Join(f.Dir, "server.pem") }
 

@@ -178,7 +178,7 @@ func TestVerifyAgentRejectsForeignCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.VerifyAgent([]*x509.Certificate{iss.Leaf, b.intermediate}); !errors.Is(err, ErrNotAgentCert) {
+	if _, err := a.VerifyAgent([]*x509.Certificate{iss.Leaf, b.Intermediate()}); !errors.Is(err, ErrNotAgentCert) {
 		t.Fatalf("foreign certificate accepted: %v", err)
 	}
 }
@@ -199,7 +199,7 @@ func TestServerCertificateReusedAndRenewedOnNameChange(t *testing.T) {
 		t.Fatal("server certificate not reissued for new names")
 	}
 	leaf, _ := x509.ParseCertificate(c3.Certificate[0])
-	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: "opamp.example", Roots: a.Roots(), Intermediates: a.intermediates, CurrentTime: t0}); err != nil {
+	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: "opamp.example", Roots: a.Roots(), Intermediates: a.cur.Load().intermediates, CurrentTime: t0}); err != nil {
 		t.Fatalf("server certificate does not verify: %v", err)
 	}
 }

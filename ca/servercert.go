@@ -41,7 +41,8 @@ func (a *Authority) ServerCertificate(ctx context.Context, names []string) (tls.
 		return tls.Certificate{}, fmt.Errorf("ca: server key: %w", err)
 	}
 	now := a.cfg.Clock()
-	if leaf, pemBytes, err := readCert(a.cfg.Files.Server()); err == nil && a.serverCertFits(leaf, key, names, now) {
+	iss := a.cur.Load()
+	if leaf, pemBytes, err := readCert(a.cfg.Files.Server()); err == nil && serverCertFits(iss.intermediate, leaf, key, names, now) {
 		return tls.X509KeyPair(pemBytes, mustMarshalKey(key))
 	}
 	tmpl := &x509.Certificate{
@@ -59,23 +60,26 @@ func (a *Authority) ServerCertificate(ctx context.Context, names []string) (tls.
 			tmpl.DNSNames = append(tmpl.DNSNames, n)
 		}
 	}
-	intKey, err := a.cfg.Keys.Get(ctx, IntermediateKeyName)
+	intKey, err := a.cfg.Keys.Get(ctx, intermediateKeyName(iss.intermediate))
+	if errors.Is(err, keys.ErrNotFound) {
+		intKey, err = a.cfg.Keys.Get(ctx, IntermediateKeyName)
+	}
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("ca: intermediate key: %w", err)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.intermediate, key.Public(), intKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, iss.intermediate, key.Public(), intKey)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("ca: issue server certificate: %w", err)
 	}
-	chain := append(pemCert(der), a.chainPEM...)
+	chain := append(pemCert(der), iss.chainPEM...)
 	if err := atomicfile.Write(a.cfg.Files.Server(), chain, 0o644); err != nil {
 		return tls.Certificate{}, fmt.Errorf("ca: %w", err)
 	}
 	return tls.X509KeyPair(chain, mustMarshalKey(key))
 }
 
-func (a *Authority) serverCertFits(leaf *x509.Certificate, key crypto.Signer, names []string, now time.Time) bool {
-	if leaf.NotAfter.Sub(now) < serverCertLifetime/3 || leaf.CheckSignatureFrom(a.intermediate) != nil {
+func serverCertFits(intermediate, leaf *x509.Certificate, key crypto.Signer, names []string, now time.Time) bool {
+	if leaf.NotAfter.Sub(now) < serverCertLifetime/3 || leaf.CheckSignatureFrom(intermediate) != nil {
 		return false
 	}
 	if pub, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(key.Public()) {

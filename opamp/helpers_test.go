@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
+	"encoding/hex"
 	"net/http"
 	"net/url"
 	"testing"
@@ -78,3 +79,5 @@ func (e *env) tlsClient(t *testing.T, certPEM, keyPEM []byte) *http.Client {
 	}
 	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}}}}
 }
+
+func hexOf(b []byte) string { return hex.EncodeToString(b) }

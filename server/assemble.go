@@ -79,7 +79,7 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 	if err != nil {
 		return nil, err
 	}
-	admin := api.New(api.Config{Store: d.Store, Audit: auditLog, Gatherer: reg, Logger: o.Logger, Clock: o.Clock})
+	admin := api.New(api.Config{Store: d.Store, Audit: auditLog, CA: authority, Gatherer: reg, Logger: o.Logger, Clock: o.Clock})
 	srv, err := New(Config{
 		OpAMPAddr:          d.Config.OpAMP.Addr,
 		OpAMPListener:      o.OpAMPListener,

@@ -60,6 +60,24 @@ func TestTokenAndAgentsCommands(t *testing.T) {
 	if _, _, err := run(t, "agents", "show", "00000000-0000-0000-0000-000000000000", "--data", dir); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("agents show of an unknown uid: %v", err)
 	}
+	out, _, err = run(t, "certs", "list", "--data", dir, "-o", "json")
+	var certs []api.Certificate
+	if err != nil || json.Unmarshal([]byte(out), &certs) != nil || len(certs) != 1 || certs[0].UID != a.UID.String() || certs[0].Status != "offered" {
+		t.Fatalf("certs list: %v\n%s", err, out)
+	}
+	out, _, err = run(t, "rotate", a.UID.String(), "--data", dir, "--no-wait", "-o", "json")
+	var rot api.RotationStatus
+	if err != nil || json.Unmarshal([]byte(out), &rot) != nil || rot.Total != 1 || rot.Selector != "uids:"+a.UID.String() {
+		t.Fatalf("rotate --no-wait: %v\n%s", err, out)
+	}
+	if _, _, err := run(t, "rotate", "--data", dir); err == nil {
+		t.Fatal("rotate with no selection accepted")
+	}
+	out, _, err = run(t, "ca", "rotate-intermediate", "--data", dir, "-o", "json")
+	var roll api.IntermediateRollover
+	if err != nil || json.Unmarshal([]byte(out), &roll) != nil || roll.Current.Serial == "" || roll.Current.Serial == roll.Previous.Serial {
+		t.Fatalf("ca rotate-intermediate: %v\n%s", err, out)
+	}
 	// Without a running server's credential, the CLI says what to do.
 	if _, _, err := run(t, "agents", "list", "--data", t.TempDir()); err == nil || !strings.Contains(err.Error(), "serve") {
 		t.Fatalf("no local server: %v", err)

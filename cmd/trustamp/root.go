@@ -43,6 +43,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newLoadgenCmd(g),
 		newRotateCmd(g),
 		newCertsCmd(g),
+		newCACmd(g),
 	)
 	return root
 }

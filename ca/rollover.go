@@ -1,0 +1,92 @@
+package ca
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/trustamp/trustamp/internal/atomicfile"
+)
+
+// intermediateKeyName names a rolled-over intermediate's key by its serial.
+func intermediateKeyName(c *x509.Certificate) string {
+	h := hex.EncodeToString(c.SerialNumber.Bytes())
+	if len(h) > 16 {
+		h = h[:16]
+	}
+	return "intermediate-ca-" + h
+}
+
+// RotateIntermediate replaces the issuing intermediate with a new one under
+// the same root, and returns both. Certificates already issued keep
+// verifying (the root is unchanged and the previous intermediate stays in
+// the pool); new ones chain to the new intermediate from the moment this
+// returns, with no pause in issuance.
+//
+// It is resumable: the new key is stored first, then the new certificate is
+// written as intermediate-next.pem, then the current one is kept as
+// intermediate-previous.pem and next is renamed into place. A run that finds
+// intermediate-next.pem finishes what an interrupted run started.
+func (a *Authority) RotateIntermediate(ctx context.Context) (old, next *x509.Certificate, err error) {
+	old = a.cur.Load().intermediate
+	next, _, err = readCert(a.cfg.Files.Next())
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if next, err = a.makeIntermediate(ctx); err != nil {
+			return nil, nil, err
+		}
+	case err != nil:
+		return nil, nil, err
+	case next.CheckSignatureFrom(a.root) != nil:
+		return nil, nil, fmt.Errorf("ca: %s is not signed by the root: remove it and retry", a.cfg.Files.Next())
+	}
+	curPEM, err := os.ReadFile(a.cfg.Files.Intermediate())
+	if err != nil {
+		return nil, nil, fmt.Errorf("ca: %w", err)
+	}
+	if err := atomicfile.Write(a.cfg.Files.Previous(), curPEM, 0o644); err != nil {
+		return nil, nil, fmt.Errorf("ca: %w", err)
+	}
+	if err := os.Rename(a.cfg.Files.Next(), a.cfg.Files.Intermediate()); err != nil {
+		return nil, nil, fmt.Errorf("ca: %w", err)
+	}
+	if err := a.load(ctx); err != nil {
+		return nil, nil, fmt.Errorf("ca: load new intermediate: %w", err)
+	}
+	return old, next, nil
+}
+
+func (a *Authority) makeIntermediate(ctx context.Context) (*x509.Certificate, error) {
+	rootKey, err := a.cfg.Keys.Get(ctx, RootKeyName)
+	if err != nil {
+		return nil, fmt.Errorf("ca: root key: %w", err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("ca: generate intermediate key: %w", err)
+	}
+	tmpl := caTemplate(pkix.Name{CommonName: "trustamp intermediate CA", Organization: a.root.Subject.Organization},
+		a.cfg.Clock(), intermediateLifetime, 0)
+	if tmpl.NotAfter.After(a.root.NotAfter) {
+		tmpl.NotAfter = a.root.NotAfter
+	}
+	probe := &x509.Certificate{SerialNumber: tmpl.SerialNumber}
+	if err := a.cfg.Keys.Put(ctx, intermediateKeyName(probe), key); err != nil {
+		return nil, fmt.Errorf("ca: store new intermediate key: %w", err)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.root, key.Public(), rootKey)
+	if err != nil {
+		return nil, fmt.Errorf("ca: sign new intermediate: %w", err)
+	}
+	if err := atomicfile.Write(a.cfg.Files.Next(), pemCert(der), 0o644); err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	return x509.ParseCertificate(der)
+}

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func newCACmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "ca", Short: "Manage trustamp's certificate authority"}
+	var (
+		cf     clientFlags
+		output string
+	)
+	rotate := &cobra.Command{
+		Use:   "rotate-intermediate",
+		Short: "Replace the issuing intermediate CA under the same root",
+		Long: `rotate-intermediate makes a new intermediate CA under the root and issues
+every new certificate from it at once. Certificates issued by the previous
+intermediate keep verifying (the root is unchanged, and the previous
+intermediate stays trusted until it expires), so no agent loses connectivity.
+The operation is audited and resumable: running it again after an
+interruption finishes the same rollover.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output, "table", "json"); err != nil {
+				return err
+			}
+			c, err := cf.client(g)
+			if err != nil {
+				return err
+			}
+			res, err := c.RotateIntermediate(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			rows := [][]string{
+				{"previous", res.Previous.Serial, res.Previous.NotAfter.UTC().Format(time.RFC3339), res.Previous.FingerprintSHA256},
+				{"current", res.Current.Serial, res.Current.NotAfter.UTC().Format(time.RFC3339), res.Current.FingerprintSHA256},
+			}
+			if err := printTable(cmd.OutOrStdout(), []string{"INTERMEDIATE", "SERIAL", "EXPIRES", "SHA-256"}, rows); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.ErrOrStderr(), "new certificates now chain to the current intermediate; existing ones stay valid")
+			return nil
+		},
+	}
+	cf.register(rotate)
+	rotate.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	cmd.AddCommand(rotate)
+	return cmd
+}

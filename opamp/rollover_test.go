@@ -1,0 +1,76 @@
+package opamp_test
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"testing"
+
+	"github.com/open-telemetry/opamp-go/protobufs"
+
+	"github.com/trustamp/trustamp/api"
+	"github.com/trustamp/trustamp/loadgen"
+)
+
+func leafOf(t *testing.T, certPEM []byte) *x509.Certificate {
+	t.Helper()
+	block, _ := pem.Decode(certPEM)
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestIntermediateRolloverKeepsFleetConnected: rolling the intermediate over
+// with agents connected cuts none of them off; new certificates chain to the
+// new intermediate, old ones keep working for new connections.
+func TestIntermediateRolloverKeepsFleetConnected(t *testing.T) {
+	e := start(t, "")
+	ctx := ctx10(t)
+	var fleet []*loadgen.Agent
+	var rotated []<-chan string
+	for i := 0; i < 3; i++ {
+		a, _, ch := e.rotatingAgent(t, loadgen.AgentConfig{CSRCapability: true})
+		fleet, rotated = append(fleet, a), append(rotated, ch)
+	}
+	oldCert, oldKey := fleet[0].Cert(), fleet[0].KeyPEM()
+
+	roll, err := e.Admin.RotateIntermediate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if roll.Current.Serial == roll.Previous.Serial {
+		t.Fatal("intermediate not replaced")
+	}
+	// Nobody was disconnected (a rollover that reset connections would have
+	// done so before the API answered).
+	for _, a := range fleet {
+		if n := e.srv.OpAMP.Connected(a.UID.String()); n != 1 {
+			t.Fatalf("agent %s has %d live connections after the rollover, want 1", a.UID, n)
+		}
+	}
+	// A pre-rollover certificate still opens new connections.
+	if got := e.mtlsPostWith(t, oldCert, oldKey, &protobufs.AgentToServer{InstanceUid: fleet[0].UID[:], SequenceNum: 1000}); got.ErrorResponse != nil {
+		t.Fatalf("pre-rollover certificate refused: %v", got.ErrorResponse)
+	}
+	// New certificates (enrollment and rotation) chain to the new intermediate.
+	fresh := e.agent("http")
+	if err := fresh.Enroll(ctx, e.token(1, "10m", nil)); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.Admin.Rotate(ctx, api.RotationRequest{UIDs: []string{fleet[1].UID.String()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSerial(t, rotated[1])
+	e.waitRotation(st.ID, func(s api.RotationStatus) bool { return s.States["confirmed"] == 1 })
+	for name, c := range map[string][]byte{"enrolled": fresh.Cert(), "rotated": fleet[1].Cert()} {
+		chain := c[len(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafOf(t, c).Raw})):]
+		if inter := leafOf(t, chain); hexOf(inter.SerialNumber.Bytes()) != roll.Current.Serial {
+			t.Fatalf("%s certificate chains to intermediate %x, want the new %s", name, inter.SerialNumber.Bytes(), roll.Current.Serial)
+		}
+	}
+	if !e.hasAudit("ca.rotate_intermediate", roll.Current.Serial) {
+		t.Fatal("rollover not audited")
+	}
+}
