@@ -24,6 +24,7 @@ import (
 	"github.com/trustamp/trustamp/audit"
 	"github.com/trustamp/trustamp/datadir"
 	"github.com/trustamp/trustamp/internal/servertest"
+	"github.com/trustamp/trustamp/internal/testenv"
 	"github.com/trustamp/trustamp/loadgen"
 	"github.com/trustamp/trustamp/server"
 	"github.com/trustamp/trustamp/storage/state"
@@ -43,6 +44,34 @@ func start(t *testing.T, configYAML string) *env {
 	t.Helper()
 	se := servertest.Start(t, configYAML)
 	return &env{Env: se, t: t, dir: se.Dir, srv: se.Server}
+}
+
+// TestOnPostgres runs enrollment, mTLS and a CSR rotation on a server whose
+// state lives in a real PostgreSQL, the backend for several replicas.
+func TestOnPostgres(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	se := servertest.StartWithEnv(t, "state:\n  driver: postgres\n", map[string]string{"TRUSTAMP_POSTGRES_DSN": pg.NewDatabase(t)})
+	if se.Dir.Store.Driver() != "postgres" {
+		t.Fatalf("driver %s", se.Dir.Store.Driver())
+	}
+	e := &env{Env: se, t: t, dir: se.Dir, srv: se.Server}
+	a, oldSerial, rotated := e.rotatingAgent(t, loadgen.AgentConfig{CSRCapability: true})
+	st, err := e.Admin.Rotate(ctx10(t), api.RotationRequest{UIDs: []string{a.UID.String()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if newSerial := waitSerial(t, rotated); newSerial == oldSerial {
+		t.Fatal("not rotated")
+	}
+	e.waitRotation(st.ID, func(s api.RotationStatus) bool { return s.States["confirmed"] == 1 })
+	if e.cert(oldSerial).Status != state.CertRetired {
+		t.Fatal("old certificate not retired")
+	}
+	for _, act := range []string{"agent.enroll", "cert.issue", "cert.confirm", "cert.rotation_request"} {
+		if !e.hasAudit(act, "") {
+			t.Errorf("no %s audit entry on PostgreSQL", act)
+		}
+	}
 }
 
 func (e *env) token(uses int, ttl string, labels map[string]string) string {

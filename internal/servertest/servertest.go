@@ -59,6 +59,18 @@ func Start(t testing.TB, configYAML string) *Env {
 // StartIn is Start on a given data dir path.
 func StartIn(t testing.TB, root, configYAML string) *Env {
 	t.Helper()
+	return start(t, root, configYAML, nil)
+}
+
+// StartWithEnv is Start with environment overrides for the server (such as
+// TRUSTAMP_POSTGRES_DSN).
+func StartWithEnv(t testing.TB, configYAML string, env map[string]string) *Env {
+	t.Helper()
+	return start(t, filepath.Join(t.TempDir(), "data"), configYAML, func(k string) string { return env[k] })
+}
+
+func start(t testing.TB, root, configYAML string, getenv func(string) string) *Env {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		t.Fatal(err)
@@ -66,7 +78,7 @@ func StartIn(t testing.TB, root, configYAML string) *Env {
 	if err := os.WriteFile(filepath.Join(root, "trustamp.yaml"), []byte(configYAML), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	opts := datadir.Options{Layout: datadir.Layout{Root: root}}
+	opts := datadir.Options{Layout: datadir.Layout{Root: root}, Getenv: getenv}
 	if _, err := datadir.Init(ctx, opts); err != nil {
 		t.Fatal(err)
 	}
