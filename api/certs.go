@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,6 +71,7 @@ type certCollector struct {
 	certs   *prometheus.Desc
 	soonest *prometheus.Desc
 	rots    *prometheus.Desc
+	agents  *prometheus.Desc
 }
 
 // NewCertCollector makes the collector for /metrics.
@@ -83,6 +85,8 @@ func NewCertCollector(store *state.Store, clock func() time.Time) prometheus.Col
 		certs:   prometheus.NewDesc("trustamp_certificates", "Unexpired agent certificates by state.", []string{"state"}, nil),
 		soonest: prometheus.NewDesc("trustamp_certificate_soonest_expiry_seconds", "Seconds until the soonest confirmed certificate expires.", nil, nil),
 		rots:    prometheus.NewDesc("trustamp_rotations", "Rotations by state.", []string{"state"}, nil),
+		agents: prometheus.NewDesc("trustamp_agents", "Registered agents by last transport and connection state, fleet-wide.",
+			[]string{"transport", "connected"}, nil),
 	}
 }
 
@@ -113,6 +117,18 @@ func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		for _, st := range append(state.OpenRotationStates, state.RotationConfirmed) {
 			ch <- prometheus.MustNewConstMetric(c.rots, prometheus.GaugeValue, float64(rots[st]), string(st))
+		}
+		agents, err := tx.AgentCounts(ctx)
+		if err != nil {
+			return err
+		}
+		for transport, byState := range agents {
+			if transport == "" {
+				transport = "none"
+			}
+			for connected, n := range byState {
+				ch <- prometheus.MustNewConstMetric(c.agents, prometheus.GaugeValue, float64(n), transport, strconv.FormatBool(connected))
+			}
 		}
 		return nil
 	})

@@ -516,6 +516,33 @@ func TestReportFullStateOnMissingRecordOrGap(t *testing.T) {
 	}
 }
 
+func TestMetricsCountAgentsByTransport(t *testing.T) {
+	e := start(t, "")
+	a := e.agent("http")
+	if err := a.Enroll(ctx10(t), e.token(1, "10m", nil)); err != nil {
+		t.Fatal(err)
+	}
+	e.mtlsPost(t, a, &protobufs.AgentToServer{InstanceUid: a.UID[:], SequenceNum: 1})
+	e.post(t, "", &protobufs.AgentToServer{InstanceUid: uuidBytes()}) // one refusal
+	cred, _ := datadir.ReadLocalCredential(e.dir.Layout)
+	resp, err := e.httpClient().Get(cred.Server + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		`trustamp_agents{connected="true",transport="http"} 1`,
+		`trustamp_certificates{state="confirmed"} 1`,
+		`trustamp_opamp_rejected_connections_total{reason="no_credentials"} 1`,
+		`trustamp_certificate_soonest_expiry_seconds`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
 func TestAgentDisconnectHonoured(t *testing.T) {
 	e := start(t, "")
 	a := e.agent("http")

@@ -197,3 +197,29 @@ func nonNilSlice(s []string) []string {
 	}
 	return s
 }
+
+// AgentCounts counts registered agents by transport and connection state,
+// for metrics: plain-HTTP agents have no live connection to count.
+func (tx *Tx) AgentCounts(ctx context.Context) (map[string]map[bool]int, error) {
+	rows, err := tx.query(ctx, "SELECT transport, connected, COUNT(*) FROM agents GROUP BY transport, connected")
+	if err != nil {
+		return nil, fmt.Errorf("state: count agents: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]map[bool]int{}
+	for rows.Next() {
+		var (
+			transport string
+			connected int
+			n         int
+		)
+		if err := rows.Scan(&transport, &connected, &n); err != nil {
+			return nil, fmt.Errorf("state: count agents: %w", err)
+		}
+		if out[transport] == nil {
+			out[transport] = map[bool]int{}
+		}
+		out[transport][connected == 1] += n
+	}
+	return out, rows.Err()
+}
