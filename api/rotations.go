@@ -81,7 +81,7 @@ func (a *API) createRotation(w http.ResponseWriter, r *http.Request) {
 		for _, uid := range uids {
 			rot := state.Rotation{ID: uuid.Must(uuid.NewV7()).String(), BatchID: batch.ID, UID: uid, Reason: "operator",
 				State: state.RotationPending, NextAttemptAt: now, CreatedAt: now, UpdatedAt: now}
-			if _, err := tx.OpenRotation(r.Context(), uid); err == nil {
+			if _, err := tx.OpenRotation(r.Context(), uid, "opamp"); err == nil {
 				skipped = append(skipped, uid)
 				continue
 			}

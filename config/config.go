@@ -33,7 +33,22 @@ type Config struct {
 	State        State        `yaml:"state"`
 	Audit        Audit        `yaml:"audit"`
 	Certificates Certificates `yaml:"certificates"`
-	Log          Log          `yaml:"log"`
+	// Destinations are connections other than OpAMP (the agent's own
+	// telemetry, exporters) for which agents get a client certificate of
+	// their own, by name: own_metrics, own_traces, own_logs, or any other
+	// name for other_connections. Empty means none.
+	Destinations map[string]Destination `yaml:"destinations"`
+	Log          Log                    `yaml:"log"`
+}
+
+// Destination is one non-OpAMP connection an agent gets credentials for.
+type Destination struct {
+	// Endpoint is sent to the agent as the destination's URL. Required.
+	Endpoint string `yaml:"endpoint"`
+	// Headers are sent with the offer (for example a tenant header).
+	Headers map[string]string `yaml:"headers"`
+	// Profile names the certificate profile. Empty means certificates.profile.
+	Profile string `yaml:"profile"`
 }
 
 // Certificates configures agent certificates: profiles and rotation.
@@ -344,6 +359,17 @@ func (c *Config) Validate() error {
 			default:
 				return fmt.Errorf("certificates.profiles.%s.key_types: %q is not one of ecdsa-p256, ecdsa-p384, ed25519, rsa", name, k)
 			}
+		}
+	}
+	for name, d := range c.Destinations {
+		if name == "" || name == "opamp" {
+			return fmt.Errorf("destinations: %q is not a usable destination name", name)
+		}
+		if d.Endpoint == "" {
+			return fmt.Errorf("destinations.%s.endpoint: required", name)
+		}
+		if _, ok := c.Certificates.Profiles[d.Profile]; d.Profile != "" && !ok {
+			return fmt.Errorf("destinations.%s.profile: %q is not a profile in certificates.profiles", name, d.Profile)
 		}
 	}
 	if c.Certificates.RotationRate < 0 {

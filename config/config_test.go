@@ -65,6 +65,9 @@ func TestRejects(t *testing.T) {
 		{"interval too short", "audit:\n  checkpoint_interval: 10ms\n", "audit.checkpoint_interval"},
 		{"bad log level", "log:\n  level: loud\n", "log.level"},
 		{"bad log format", "log:\n  format: xml\n", "log.format"},
+		{"destination without endpoint", "destinations:\n  own_metrics: {}\n", "destinations.own_metrics.endpoint"},
+		{"destination with unknown profile", "destinations:\n  own_logs: {endpoint: x, profile: nope}\n", "destinations.own_logs.profile"},
+		{"destination named opamp", "destinations:\n  opamp: {endpoint: x}\n", "destinations"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

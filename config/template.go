@@ -79,6 +79,16 @@ certificates:
       # Let the server generate key pairs for agents that cannot send a CSR.
       server_made_keys: false
 
+# Other destinations agents get client certificates for, besides OpAMP:
+# own_metrics, own_traces, own_logs (agents that report their own telemetry),
+# or any other name (sent in other_connections). Each gets its own
+# certificate, rotated like the OpAMP one. None by default.
+# destinations:
+#   own_metrics:
+#     endpoint: https://metrics.example.com:4318
+#     headers: {X-Scope-OrgID: fleet}
+#     profile: default
+
 log:
   # debug, info, warn or error.
   level: info

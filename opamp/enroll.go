@@ -124,7 +124,7 @@ func (c *conn) enroll(ctx context.Context, tx *state.Tx, iss *ca.Issued, hash []
 func (c *conn) rotateWithCSR(ctx context.Context, tx *state.Tx, iss *ca.Issued, hash []byte) error {
 	uid := c.uid.String()
 	now := c.s.cfg.Clock()
-	rot, err := tx.OpenRotation(ctx, uid)
+	rot, err := tx.OpenRotation(ctx, uid, "opamp")
 	switch {
 	case errors.Is(err, state.ErrNotFound):
 		rot = state.Rotation{ID: uuid.Must(uuid.NewV7()).String(), UID: uid, Reason: "agent", Method: methodAgentCSR, CreatedAt: now}

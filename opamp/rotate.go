@@ -165,7 +165,7 @@ const dispatchWorkers = 64
 func (r *rotator) piggyback(ctx context.Context, c *conn, resp *protobufs.ServerToAgent) {
 	var rot state.Rotation
 	err := r.s.cfg.Store.View(ctx, func(tx *state.Tx) (err error) {
-		rot, err = tx.OpenRotation(ctx, c.uid.String())
+		rot, err = tx.OpenRotation(ctx, c.uid.String(), "opamp")
 		return err
 	})
 	if err != nil || rot.State == state.RotationAwaitingAgent || rot.NextAttemptAt.After(r.s.cfg.Clock()) {
@@ -297,7 +297,7 @@ func (r *rotator) settingsStatus(ctx context.Context, c *conn, st *protobufs.Con
 		return
 	}
 	err := r.s.cfg.Store.Update(ctx, func(tx *state.Tx) error {
-		rot, err := tx.OpenRotation(ctx, c.uid.String())
+		rot, err := tx.OpenRotation(ctx, c.uid.String(), "opamp")
 		if err != nil || rot.State != state.RotationOffered {
 			return nil
 		}

@@ -116,15 +116,29 @@ func (tx *Tx) Certificates(ctx context.Context, f CertFilter) ([]Certificate, er
 	return tx.certificates(ctx, q, args...)
 }
 
-// CertificatesDue returns confirmed OpAMP certificates past their renew
-// point, still unexpired, whose agent has no open rotation: the scheduler's
-// work list.
+// CertificatesDue returns confirmed certificates past their renew point,
+// still unexpired, with no open rotation for their agent and destination:
+// the scheduler's work list.
 func (tx *Tx) CertificatesDue(ctx context.Context, now time.Time, limit int) ([]Certificate, error) {
 	return tx.certificates(ctx, "SELECT "+certColumns+` FROM certificates c
-		WHERE status = ? AND destination = 'opamp' AND renew_after_us > 0 AND renew_after_us <= ? AND not_after_us > ?
-		AND NOT EXISTS (SELECT 1 FROM rotations r WHERE r.uid = c.uid AND r.state IN (`+placeholders(len(OpenRotationStates))+`))
+		WHERE status = ? AND renew_after_us > 0 AND renew_after_us <= ? AND not_after_us > ?
+		AND NOT EXISTS (SELECT 1 FROM rotations r WHERE r.uid = c.uid AND r.destination = c.destination
+			AND r.state IN (`+placeholders(len(OpenRotationStates))+`))
 		ORDER BY renew_after_us LIMIT `+fmt.Sprint(limit),
 		append([]any{string(CertConfirmed), micros(now), micros(now)}, openStateArgs()...)...)
+}
+
+// CertificateByOfferHash finds the agent's certificate offered under hash
+// (how an agent's ConnectionSettingsStatus names an offer), or ErrNotFound.
+func (tx *Tx) CertificateByOfferHash(ctx context.Context, uid string, hash []byte) (Certificate, error) {
+	cs, err := tx.certificates(ctx, "SELECT "+certColumns+" FROM certificates WHERE uid = ? AND offer_hash = ? LIMIT 1", uid, hash)
+	if err != nil {
+		return Certificate{}, err
+	}
+	if len(cs) == 0 {
+		return Certificate{}, fmt.Errorf("certificate offered to %s under %x: %w", uid, hash, ErrNotFound)
+	}
+	return cs[0], nil
 }
 
 // CertCounts counts certificates by status, for metrics.

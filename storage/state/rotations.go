@@ -44,8 +44,11 @@ type Rotation struct {
 	ID      string
 	BatchID string // operator batch, or "" for scheduled and agent-initiated ones
 	UID     string
-	Reason  string // "scheduled", "operator", "agent"
-	State   RotationState
+	// Destination is "opamp" (the OpAMP connection) or a configured other
+	// destination. Empty means "opamp".
+	Destination string
+	Reason      string // "scheduled", "operator", "agent"
+	State       RotationState
 	// Method is how the new key is obtained: "csr-request", "server-key",
 	// "agent-csr", or "" before dispatch.
 	Method        string
@@ -57,15 +60,18 @@ type Rotation struct {
 	Error         string
 }
 
-const rotationColumns = `id, batch_id, uid, reason, state, method, serial, attempts, next_attempt_us, created_at_us, updated_at_us, error`
+const rotationColumns = `id, batch_id, uid, destination, reason, state, method, serial, attempts, next_attempt_us, created_at_us, updated_at_us, error`
 
 // PutRotation inserts or replaces a rotation.
 func (tx *Tx) PutRotation(ctx context.Context, r Rotation) error {
-	_, err := tx.exec(ctx, `INSERT INTO rotations (`+rotationColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	if r.Destination == "" {
+		r.Destination = "opamp"
+	}
+	_, err := tx.exec(ctx, `INSERT INTO rotations (`+rotationColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET state = excluded.state, method = excluded.method, serial = excluded.serial,
 			attempts = excluded.attempts, next_attempt_us = excluded.next_attempt_us,
 			updated_at_us = excluded.updated_at_us, error = excluded.error`,
-		r.ID, r.BatchID, r.UID, r.Reason, string(r.State), r.Method, r.Serial, r.Attempts,
+		r.ID, r.BatchID, r.UID, r.Destination, r.Reason, string(r.State), r.Method, r.Serial, r.Attempts,
 		microsOrZero(r.NextAttemptAt), micros(r.CreatedAt), micros(r.UpdatedAt), r.Error)
 	if err != nil {
 		return fmt.Errorf("state: put rotation %s: %w", r.ID, err)
@@ -73,15 +79,19 @@ func (tx *Tx) PutRotation(ctx context.Context, r Rotation) error {
 	return nil
 }
 
-// OpenRotation returns the agent's unfinished rotation, or ErrNotFound.
-func (tx *Tx) OpenRotation(ctx context.Context, uid string) (Rotation, error) {
-	rs, err := tx.rotations(ctx, "SELECT "+rotationColumns+" FROM rotations WHERE uid = ? AND state IN ("+
-		placeholders(len(OpenRotationStates))+") ORDER BY created_at_us LIMIT 1", append([]any{uid}, openStateArgs()...)...)
+// OpenRotation returns the agent's unfinished rotation for a destination
+// ("" means "opamp"), or ErrNotFound.
+func (tx *Tx) OpenRotation(ctx context.Context, uid, destination string) (Rotation, error) {
+	if destination == "" {
+		destination = "opamp"
+	}
+	rs, err := tx.rotations(ctx, "SELECT "+rotationColumns+" FROM rotations WHERE uid = ? AND destination = ? AND state IN ("+
+		placeholders(len(OpenRotationStates))+") ORDER BY created_at_us LIMIT 1", append([]any{uid, destination}, openStateArgs()...)...)
 	if err != nil {
 		return Rotation{}, err
 	}
 	if len(rs) == 0 {
-		return Rotation{}, fmt.Errorf("open rotation for %s: %w", uid, ErrNotFound)
+		return Rotation{}, fmt.Errorf("open %s rotation for %s: %w", destination, uid, ErrNotFound)
 	}
 	return rs[0], nil
 }
@@ -145,7 +155,7 @@ func (tx *Tx) rotations(ctx context.Context, q string, args ...any) ([]Rotation,
 			state                  string
 			next, created, updated int64
 		)
-		if err := rows.Scan(&r.ID, &r.BatchID, &r.UID, &r.Reason, &state, &r.Method, &r.Serial, &r.Attempts,
+		if err := rows.Scan(&r.ID, &r.BatchID, &r.UID, &r.Destination, &r.Reason, &state, &r.Method, &r.Serial, &r.Attempts,
 			&next, &created, &updated, &r.Error); err != nil {
 			return nil, fmt.Errorf("state: rotations: %w", err)
 		}

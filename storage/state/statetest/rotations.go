@@ -40,6 +40,10 @@ func testConfirmRetiresPredecessor(t *testing.T, open Opener) {
 			t.Errorf("%s: %s, want %s", serial, c.Status, want)
 		}
 	}
+	byHash := mustView(t, s, func(tx *state.Tx) (state.Certificate, error) { return tx.CertificateByOfferHash(ctx, "b2", []byte{1}) })
+	if byHash.Serial != "other" {
+		t.Errorf("by offer hash: %s, want other", byHash.Serial)
+	}
 	old := mustView(t, s, func(tx *state.Tx) (state.Certificate, error) { return tx.CertificateBySerial(ctx, "old") })
 	if !old.RetiredAt.Equal(now.Add(time.Minute)) || old.Profile != "default" || string(old.OfferHash) != "\x01" {
 		t.Errorf("retired certificate %+v", old)
@@ -82,12 +86,21 @@ func testRotations(t *testing.T, open Opener) {
 	if err := s.Update(ctx, func(tx *state.Tx) error { return tx.PutRotation(ctx, second) }); !errors.Is(err, state.ErrConflict) {
 		t.Fatalf("second open rotation for one agent: %v, want ErrConflict", err)
 	}
+	// Another destination of the same agent rotates independently.
+	metrics := state.Rotation{ID: "r3", UID: "c3", Destination: "own_metrics", Reason: "initial", State: state.RotationPending,
+		NextAttemptAt: now.Add(time.Hour), CreatedAt: now, UpdatedAt: now}
+	if err := s.Update(ctx, func(tx *state.Tx) error { return tx.PutRotation(ctx, metrics) }); err != nil {
+		t.Fatalf("rotation for a second destination: %v", err)
+	}
+	if r := mustView(t, s, func(tx *state.Tx) (state.Rotation, error) { return tx.OpenRotation(ctx, "c3", "own_metrics") }); r.ID != "r3" {
+		t.Fatalf("open own_metrics rotation %+v", r)
+	}
 	due := mustView(t, s, func(tx *state.Tx) ([]state.Certificate, error) { return tx.CertificatesDue(ctx, now, 10) })
 	if len(due) != 1 || due[0].Serial != "due" {
 		t.Fatalf("due certificates %+v, want only the one past its renew point without an open rotation", due)
 	}
-	r := mustView(t, s, func(tx *state.Tx) (state.Rotation, error) { return tx.OpenRotation(ctx, "c3") })
-	if r.ID != "r1" || r.State != state.RotationPending || r.BatchID != "b1" {
+	r := mustView(t, s, func(tx *state.Tx) (state.Rotation, error) { return tx.OpenRotation(ctx, "c3", "") })
+	if r.ID != "r1" || r.State != state.RotationPending || r.BatchID != "b1" || r.Destination != "opamp" {
 		t.Fatalf("open rotation %+v", r)
 	}
 	r.State, r.Serial, r.Method, r.Attempts, r.NextAttemptAt = state.RotationOffered, "s9", "server-key", 1, now.Add(time.Minute)
@@ -106,7 +119,7 @@ func testRotations(t *testing.T, open Opener) {
 	}
 	r.State = state.RotationConfirmed
 	s.Update(ctx, func(tx *state.Tx) error { return tx.PutRotation(ctx, r) })
-	if _, err := viewErr(s, func(tx *state.Tx) (state.Rotation, error) { return tx.OpenRotation(ctx, "c3") }); !errors.Is(err, state.ErrNotFound) {
+	if _, err := viewErr(s, func(tx *state.Tx) (state.Rotation, error) { return tx.OpenRotation(ctx, "c3", "") }); !errors.Is(err, state.ErrNotFound) {
 		t.Fatalf("confirmed rotation still open: %v", err)
 	}
 	batch := mustView(t, s, func(tx *state.Tx) ([]state.Rotation, error) { return tx.BatchRotations(ctx, "b1") })

@@ -54,6 +54,7 @@ CREATE TABLE certificates (
 
 CREATE INDEX certificates_agent ON certificates (uid, destination, status);
 CREATE INDEX certificates_renew ON certificates (status, renew_after_us);
+CREATE INDEX certificates_offer ON certificates (uid, offer_hash);
 
 CREATE TABLE rotation_batches (
 	id TEXT PRIMARY KEY,
@@ -68,6 +69,7 @@ CREATE TABLE rotations (
 	id TEXT PRIMARY KEY,
 	batch_id TEXT NOT NULL,
 	uid TEXT NOT NULL,
+	destination TEXT NOT NULL,
 	reason TEXT NOT NULL,
 	state TEXT NOT NULL,
 	method TEXT NOT NULL,
@@ -79,12 +81,12 @@ CREATE TABLE rotations (
 	error TEXT NOT NULL
 );
 
-CREATE INDEX rotations_uid ON rotations (uid, state);
+CREATE INDEX rotations_uid ON rotations (uid, destination, state);
 CREATE INDEX rotations_due ON rotations (state, next_attempt_us);
 CREATE INDEX rotations_batch ON rotations (batch_id);
 CREATE INDEX rotations_serial ON rotations (serial);
 
--- At most one unfinished rotation per agent, even with several replicas
--- scheduling at once.
-CREATE UNIQUE INDEX rotations_one_open ON rotations (uid)
+-- At most one unfinished rotation per agent and destination, even with
+-- several replicas scheduling at once.
+CREATE UNIQUE INDEX rotations_one_open ON rotations (uid, destination)
 	WHERE state IN ('pending', 'requested', 'offered', 'stalled', 'awaiting-agent-renewal');
