@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -46,6 +47,22 @@ type AgentConfig struct {
 	// OnRotated is called after the agent reconnected with a new
 	// certificate, with its serial (hex).
 	OnRotated func(serial string)
+	// Destinations the agent can use besides OpAMP (own_metrics,
+	// own_traces, own_logs, or other connection names): it declares the
+	// matching capability and takes certificates offered for them.
+	Destinations []string
+	// OnDestinationCert is called when the agent took a certificate for a
+	// destination.
+	OnDestinationCert func(DestinationCert)
+}
+
+// DestinationCert is a certificate an agent took for another destination.
+type DestinationCert struct {
+	Destination string
+	Endpoint    string
+	Headers     map[string]string
+	Serial      string
+	CertPEM     []byte
 }
 
 // CSR capability names, as the server declares them.
@@ -67,6 +84,7 @@ type Agent struct {
 	onError    func(*ServerError) // later server errors
 	pendingKey *ecdsa.PrivateKey  // key of a CSR sent, awaiting its certificate
 	switching  bool
+	destKeys   map[string]*ecdsa.PrivateKey // keys of destination CSRs sent
 }
 
 // NewAgent makes an agent with a fresh ECDSA P-256 key and a UUIDv7 uid.
@@ -204,11 +222,20 @@ func (a *Agent) connectWith(ctx context.Context, certPEM []byte, key *ecdsa.Priv
 		},
 		OnMessage: func(_ context.Context, m *types.MessageData) {
 			if cm := m.CustomMessage; a.cfg.CSRCapability && cm != nil && cm.Capability == csrCapability && cm.Type == csrRequestType {
-				go a.RequestRotation()
+				var req struct{ Rotation, Destination string }
+				json.Unmarshal(cm.Data, &req)
+				if req.Destination == "" || req.Destination == "opamp" {
+					go a.RequestRotation()
+				} else {
+					go a.requestDestinationCSR(req.Rotation, req.Destination)
+				}
 			}
 		},
 		OnOpampConnectionSettings: func(_ context.Context, s *protobufs.OpAMPConnectionSettings) error {
 			return a.takeOffer(s)
+		},
+		OnConnectionSettings: func(_ context.Context, o *protobufs.ConnectionSettingsOffers) error {
+			return a.takeDestinationOffers(o)
 		},
 	})
 	if err != nil {
@@ -328,6 +355,101 @@ func (a *Agent) switchTo(certPEM []byte, key *ecdsa.PrivateKey) {
 	}
 }
 
+// requestDestinationCSR makes a key for a destination and sends its CSR as
+// an io.trustamp.csr custom message of type "csr".
+func (a *Agent) requestDestinationCSR(rotation, dest string) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		return err
+	}
+	data, _ := json.Marshal(map[string]string{"rotation": rotation, "destination": dest,
+		"csr": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))})
+	a.mu.Lock()
+	c := a.client
+	if a.destKeys == nil {
+		a.destKeys = map[string]*ecdsa.PrivateKey{}
+	}
+	a.destKeys[dest] = key
+	a.mu.Unlock()
+	if c == nil {
+		return errors.New("loadgen: not connected")
+	}
+	_, err = c.SendCustomMessage(&protobufs.CustomMessage{Capability: csrCapability, Type: "csr", Data: data})
+	return err
+}
+
+// takeDestinationOffers takes certificates offered for other destinations,
+// checking each against the key it must go with.
+func (a *Agent) takeDestinationOffers(o *protobufs.ConnectionSettingsOffers) error {
+	type offered struct {
+		endpoint string
+		headers  *protobufs.Headers
+		cert     *protobufs.TLSCertificate
+	}
+	offers := map[string]offered{}
+	for name, t := range map[string]*protobufs.TelemetryConnectionSettings{"own_metrics": o.OwnMetrics, "own_traces": o.OwnTraces, "own_logs": o.OwnLogs} {
+		if t != nil {
+			offers[name] = offered{t.DestinationEndpoint, t.Headers, t.Certificate}
+		}
+	}
+	for name, oc := range o.OtherConnections {
+		offers[name] = offered{oc.DestinationEndpoint, oc.Headers, oc.Certificate}
+	}
+	for name, off := range offers {
+		if off.cert == nil {
+			continue
+		}
+		a.mu.Lock()
+		key := a.destKeys[name]
+		a.mu.Unlock()
+		keyPEM := off.cert.PrivateKey
+		if len(keyPEM) > 0 && !a.cfg.AcceptServerKeys {
+			return fmt.Errorf("%s: this agent does not accept server-made keys", name)
+		}
+		if len(keyPEM) == 0 {
+			if key == nil {
+				return fmt.Errorf("%s: certificate offered without a CSR outstanding", name)
+			}
+			keyPEM = pemKey(key)
+		}
+		if _, err := tls.X509KeyPair(off.cert.Cert, keyPEM); err != nil {
+			return fmt.Errorf("%s: offered certificate does not match the key: %w", name, err)
+		}
+		dc := DestinationCert{Destination: name, Endpoint: off.endpoint, Headers: map[string]string{}, CertPEM: off.cert.Cert}
+		for _, h := range off.headers.GetHeaders() {
+			dc.Headers[h.Key] = h.Value
+		}
+		if block, _ := pem.Decode(off.cert.Cert); block != nil {
+			if leaf, err := x509.ParseCertificate(block.Bytes); err == nil {
+				dc.Serial = fmt.Sprintf("%x", leaf.SerialNumber.Bytes())
+			}
+		}
+		if a.cfg.OnDestinationCert != nil {
+			a.cfg.OnDestinationCert(dc)
+		}
+	}
+	return nil
+}
+
+// destinationCapability mirrors the server's mapping from destination to
+// the capability that accepts it.
+func destinationCapability(name string) protobufs.AgentCapabilities {
+	switch name {
+	case "own_metrics":
+		return protobufs.AgentCapabilities_AgentCapabilities_ReportsOwnMetrics
+	case "own_traces":
+		return protobufs.AgentCapabilities_AgentCapabilities_ReportsOwnTraces
+	case "own_logs":
+		return protobufs.AgentCapabilities_AgentCapabilities_ReportsOwnLogs
+	default:
+		return protobufs.AgentCapabilities_AgentCapabilities_AcceptsOtherConnectionSettings
+	}
+}
+
 // Cert returns the certificate the agent currently uses.
 func (a *Agent) Cert() []byte {
 	a.mu.Lock()
@@ -401,6 +523,9 @@ func (a *Agent) startAs(ctx context.Context, uid uuid.UUID, hdr http.Header, cer
 		protobufs.AgentCapabilities_AgentCapabilities_AcceptsOpAMPConnectionSettings |
 		protobufs.AgentCapabilities_AgentCapabilities_ReportsConnectionSettingsStatus |
 		protobufs.AgentCapabilities_AgentCapabilities_ReportsHeartbeat
+	for _, d := range a.cfg.Destinations {
+		caps |= destinationCapability(d)
+	}
 	if err := c.SetCapabilities(&caps); err != nil {
 		return nil, err
 	}

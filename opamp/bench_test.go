@@ -81,7 +81,7 @@ func BenchmarkIssueFromCSR(b *testing.B) {
 		for pb.Next() {
 			i := next.Add(1) % agents
 			c := &conn{s: s, kind: kindAgent, uid: uids[i], uidSet: true}
-			if _, err := c.issue(ctx, csrs[i]); err != nil {
+			if _, err := c.issue(ctx, OpAMPDestination, csrs[i]); err != nil {
 				b.Error(err)
 				return
 			}

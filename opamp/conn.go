@@ -53,6 +53,7 @@ type conn struct {
 	certNotAfter time.Time
 	agent        *state.Agent // registry record, loaded on the first message
 	persisted    time.Time    // when agent was last written
+	destsChecked bool         // ensureDestinations ran on this connection
 
 	// kindEnrolling
 	token   state.EnrollmentToken
@@ -141,10 +142,18 @@ func (c *conn) agentMessage(ctx context.Context, oc types.Connection, msg *proto
 	if needFull {
 		resp.Flags |= uint64(protobufs.ServerToAgentFlags_ServerToAgentFlags_ReportFullState)
 	}
+	if !c.destsChecked {
+		c.destsChecked = true
+		if err := c.ensureDestinations(ctx, c.agent.Capabilities); err != nil {
+			c.s.log.Error("schedule destination certificates", "uid", c.uid, "err", err)
+		}
+	}
 	if st := msg.GetConnectionSettingsStatus(); st != nil {
 		c.s.rotation.settingsStatus(ctx, c, st)
 	}
-	if csr := csrOf(msg); csr != nil {
+	if cm := msg.GetCustomMessage(); cm != nil && cm.Capability == CSRCapability && cm.Type == CSRReplyType {
+		c.destinationCSR(ctx, cm, resp)
+	} else if csr := csrOf(msg); csr != nil {
 		c.offerCertificate(ctx, csr, resp)
 	} else if c.transport == transportHTTP {
 		// A plain-HTTP agent cannot be pushed to: a due rotation rides on

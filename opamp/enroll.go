@@ -2,7 +2,6 @@ package opamp
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"time"
@@ -31,7 +30,12 @@ var errCSRRate = errors.New("too many certificate requests from this agent")
 // offer into resp. A refused CSR becomes a BadRequest naming the reason; a
 // failure of ours becomes Unavailable with retry_info.
 func (c *conn) offerCertificate(ctx context.Context, csrPEM []byte, resp *protobufs.ServerToAgent) {
-	offer, err := c.issue(ctx, csrPEM)
+	c.offerCertificateFor(ctx, OpAMPDestination, csrPEM, resp)
+}
+
+// offerCertificateFor is offerCertificate for any destination.
+func (c *conn) offerCertificateFor(ctx context.Context, dest string, csrPEM []byte, resp *protobufs.ServerToAgent) {
+	offer, err := c.issue(ctx, dest, csrPEM)
 	conflict := errors.Is(err, state.ErrConflict)
 	switch {
 	case err == nil:
@@ -52,7 +56,7 @@ func (c *conn) offerCertificate(ctx context.Context, csrPEM []byte, resp *protob
 	}
 }
 
-func (c *conn) issue(ctx context.Context, csrPEM []byte) (*protobufs.ConnectionSettingsOffers, error) {
+func (c *conn) issue(ctx context.Context, dest string, csrPEM []byte) (*protobufs.ConnectionSettingsOffers, error) {
 	if c.kind == kindEnrolling && c.issued {
 		return nil, errOneCertificate
 	}
@@ -67,17 +71,17 @@ func (c *conn) issue(ctx context.Context, csrPEM []byte) (*protobufs.ConnectionS
 		return nil, err
 	}
 	start := time.Now()
-	iss, err := c.s.cfg.CA.IssueAgent(ctx, csr, c.uid, c.s.profile())
+	iss, err := c.s.cfg.CA.IssueAgent(ctx, csr, c.uid, c.s.profileFor(dest))
 	if err != nil {
 		return nil, err
 	}
-	offer := c.s.offer(iss, nil)
+	offer := c.s.offerFor(dest, iss, nil)
 	uid := c.uid.String()
 	err = c.s.cfg.Store.Update(ctx, func(tx *state.Tx) error {
 		if c.kind == kindEnrolling {
 			return c.enroll(ctx, tx, iss, offer.Hash)
 		}
-		return c.rotateWithCSR(ctx, tx, iss, offer.Hash)
+		return c.rotateWithCSR(ctx, tx, dest, iss, offer.Hash)
 	})
 	if err != nil {
 		return nil, err
@@ -110,7 +114,7 @@ func (c *conn) enroll(ctx context.Context, tx *state.Tx, iss *ca.Issued, hash []
 		Details: map[string]any{"token": c.token.ID, "labels": c.token.Labels, "remote_addr": c.remote}}); err != nil {
 		return err
 	}
-	if err := c.s.recordIssued(ctx, tx, iss, uid, hash, false); err != nil {
+	if err := c.s.recordIssued(ctx, tx, iss, uid, OpAMPDestination, hash, false); err != nil {
 		return err
 	}
 	_, err := c.s.cfg.Audit.Append(ctx, tx, audit.Record{Actor: actor, Action: "cert.issue", Subject: iss.Serial,
@@ -121,13 +125,13 @@ func (c *conn) enroll(ctx context.Context, tx *state.Tx, iss *ca.Issued, hash []
 // rotateWithCSR records a certificate an enrolled agent asked for: it
 // completes the agent's open rotation (a requested CSR, or one awaiting the
 // agent), or opens one when the agent rotates on its own.
-func (c *conn) rotateWithCSR(ctx context.Context, tx *state.Tx, iss *ca.Issued, hash []byte) error {
+func (c *conn) rotateWithCSR(ctx context.Context, tx *state.Tx, dest string, iss *ca.Issued, hash []byte) error {
 	uid := c.uid.String()
 	now := c.s.cfg.Clock()
-	rot, err := tx.OpenRotation(ctx, uid, "opamp")
+	rot, err := tx.OpenRotation(ctx, uid, dest)
 	switch {
 	case errors.Is(err, state.ErrNotFound):
-		rot = state.Rotation{ID: uuid.Must(uuid.NewV7()).String(), UID: uid, Reason: "agent", Method: methodAgentCSR, CreatedAt: now}
+		rot = state.Rotation{ID: uuid.Must(uuid.NewV7()).String(), UID: uid, Destination: dest, Reason: "agent", Method: methodAgentCSR, CreatedAt: now}
 	case err != nil:
 		return err
 	case rot.Method == "":
@@ -138,7 +142,7 @@ func (c *conn) rotateWithCSR(ctx context.Context, tx *state.Tx, iss *ca.Issued, 
 	}
 	rot.Serial, rot.UpdatedAt = iss.Serial, now
 	rot.NextAttemptAt = now.Add(c.s.rotation.backoff(max(1, rot.Attempts)))
-	if err := c.s.recordIssued(ctx, tx, iss, uid, hash, false); err != nil {
+	if err := c.s.recordIssued(ctx, tx, iss, uid, dest, hash, false); err != nil {
 		return err
 	}
 	if err := tx.PutRotation(ctx, rot); err != nil {
@@ -146,32 +150,18 @@ func (c *conn) rotateWithCSR(ctx context.Context, tx *state.Tx, iss *ca.Issued, 
 	}
 	c.s.metrics.Rotations.WithLabelValues("offered").Inc()
 	_, err = c.s.cfg.Audit.Append(ctx, tx, audit.Record{Actor: "agent:" + uid, Action: "cert.issue", Subject: iss.Serial,
-		Details: issueDetails(iss, uid, c.remote, map[string]any{"rotation": rot.ID, "reason": rot.Reason})})
+		Details: issueDetails(iss, uid, c.remote, map[string]any{"rotation": rot.ID, "reason": rot.Reason, "destination": dest})})
 	return err
-}
-
-// offer builds the connection settings offer for an issued certificate
-// (with its private key when the server made it). Every distinct offer gets
-// a distinct hash: opamp-go skips an offer whose hash it has seen.
-func (s *Server) offer(iss *ca.Issued, keyPEM []byte) *protobufs.ConnectionSettingsOffers {
-	hash := sha256.Sum256(iss.CertPEM)
-	return &protobufs.ConnectionSettingsOffers{
-		Hash: hash[:],
-		Opamp: &protobufs.OpAMPConnectionSettings{
-			Certificate:              &protobufs.TLSCertificate{Cert: iss.CertPEM, PrivateKey: keyPEM, CaCert: s.cfg.CA.RootPEM()},
-			HeartbeatIntervalSeconds: uint64(s.cfg.HeartbeatInterval / time.Second),
-		},
-	}
 }
 
 // recordIssued stores an issued certificate as offered: it is recorded
 // before it is sent.
-func (s *Server) recordIssued(ctx context.Context, tx *state.Tx, iss *ca.Issued, uid string, hash []byte, serverKey bool) error {
+func (s *Server) recordIssued(ctx context.Context, tx *state.Tx, iss *ca.Issued, uid, dest string, hash []byte, serverKey bool) error {
 	s.metrics.Issued.Inc()
 	return tx.InsertCertificate(ctx, state.Certificate{
 		Serial: iss.Serial, UID: uid, NotBefore: iss.Leaf.NotBefore, NotAfter: iss.Leaf.NotAfter,
 		Fingerprint: iss.Fingerprint, PEM: string(iss.CertPEM), Status: state.CertOffered, IssuedAt: s.cfg.Clock(),
-		Profile: iss.Profile, Destination: "opamp", RenewAfter: iss.RenewAfter, OfferHash: hash, ServerMadeKey: serverKey,
+		Profile: iss.Profile, Destination: dest, RenewAfter: iss.RenewAfter, OfferHash: hash, ServerMadeKey: serverKey,
 	})
 }
 

@@ -104,7 +104,7 @@ func (r *rotator) schedule(ctx context.Context) error {
 		return err
 	}
 	for _, c := range due {
-		rot := state.Rotation{ID: uuid.Must(uuid.NewV7()).String(), UID: c.UID, Reason: "scheduled",
+		rot := state.Rotation{ID: uuid.Must(uuid.NewV7()).String(), UID: c.UID, Destination: c.Destination, Reason: "scheduled",
 			State: state.RotationPending, NextAttemptAt: now, CreatedAt: now, UpdatedAt: now}
 		err := r.s.cfg.Store.Update(ctx, func(tx *state.Tx) error { return tx.PutRotation(ctx, rot) })
 		if err != nil && !errors.Is(err, state.ErrConflict) {
@@ -163,12 +163,31 @@ const dispatchWorkers = 64
 
 // piggyback adds a due rotation's message to the reply to a plain-HTTP agent.
 func (r *rotator) piggyback(ctx context.Context, c *conn, resp *protobufs.ServerToAgent) {
-	var rot state.Rotation
-	err := r.s.cfg.Store.View(ctx, func(tx *state.Tx) (err error) {
-		rot, err = tx.OpenRotation(ctx, c.uid.String(), "opamp")
-		return err
+	dests := []string{OpAMPDestination}
+	for name := range r.s.cfg.Destinations {
+		dests = append(dests, name)
+	}
+	var (
+		rot   state.Rotation
+		found bool
+	)
+	err := r.s.cfg.Store.View(ctx, func(tx *state.Tx) error {
+		for _, d := range dests {
+			candidate, err := tx.OpenRotation(ctx, c.uid.String(), d)
+			if errors.Is(err, state.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if candidate.State != state.RotationAwaitingAgent && !candidate.NextAttemptAt.After(r.s.cfg.Clock()) {
+				rot, found = candidate, true
+				return nil
+			}
+		}
+		return nil
 	})
-	if err != nil || rot.State == state.RotationAwaitingAgent || rot.NextAttemptAt.After(r.s.cfg.Clock()) {
+	if err != nil || !found {
 		return
 	}
 	if !r.fleet.Allow() {
@@ -243,18 +262,26 @@ func (r *rotator) advance(ctx context.Context, c *conn, rot state.Rotation) (*pr
 	rot.UpdatedAt = now
 	rot.NextAttemptAt = now.Add(r.backoff(rot.Attempts))
 	uid := uuid.MustParse(rot.UID)
+	dest := rot.Destination
+	if dest == "" {
+		dest = OpAMPDestination
+	}
+	accepts := protobufs.AgentCapabilities_AgentCapabilities_AcceptsOpAMPConnectionSettings
+	if dest != OpAMPDestination {
+		accepts = destinationCapability(dest)
+	}
 	switch {
 	case hasString(agent.CustomCapabilities, CSRCapability):
 		rot.State, rot.Method = next(state.RotationRequested), methodCSRRequest
 		if err := r.s.cfg.Store.Update(ctx, func(tx *state.Tx) error { return tx.PutRotation(ctx, rot) }); err != nil {
 			return nil, err
 		}
-		data, _ := json.Marshal(map[string]string{"rotation": rot.ID, "reason": rot.Reason})
+		data, _ := json.Marshal(csrMessage{Rotation: rot.ID, Reason: rot.Reason, Destination: dest})
 		r.s.metrics.Rotations.WithLabelValues("requested").Inc()
 		return &protobufs.ServerToAgent{InstanceUid: uid[:], CustomMessage: &protobufs.CustomMessage{
 			Capability: CSRCapability, Type: CSRRequestType, Data: data}}, nil
 
-	case r.s.profile().ServerMadeKeys && agent.Capabilities&uint64(protobufs.AgentCapabilities_AgentCapabilities_AcceptsOpAMPConnectionSettings) != 0:
+	case r.s.profileFor(dest).ServerMadeKeys && agent.Capabilities&uint64(accepts) != 0:
 		offer, serial, err := c.issueServerKey(ctx, &rot, next(state.RotationOffered))
 		if err != nil {
 			return nil, err
@@ -264,7 +291,7 @@ func (r *rotator) advance(ctx context.Context, c *conn, rot state.Rotation) (*pr
 
 	default:
 		rot.State, rot.Method, rot.NextAttemptAt = state.RotationAwaitingAgent, "", time.Time{}
-		rot.Error = "agent declares neither " + CSRCapability + " nor accepts server-made keys under profile " + r.s.profile().Name
+		rot.Error = "agent declares neither " + CSRCapability + " nor accepts server-made keys under profile " + r.s.profileFor(dest).Name
 		r.s.metrics.Rotations.WithLabelValues("awaiting-agent-renewal").Inc()
 		return nil, r.s.cfg.Store.Update(ctx, func(tx *state.Tx) error { return tx.PutRotation(ctx, rot) })
 	}
@@ -290,18 +317,47 @@ func (r *rotator) allowAgentCSR(uid string) bool {
 	return l.Allow()
 }
 
-// settingsStatus records an agent's verdict on an offer: FAILED stalls the
-// rotation with the agent's message, to be retried with backoff.
+// settingsStatus records an agent's verdict on an offer, which it names by
+// the offer's hash. FAILED stalls the rotation with the agent's message, to be
+// retried with backoff. APPLIED confirms a certificate for another
+// destination (an OpAMP certificate is confirmed by reconnecting with it).
 func (r *rotator) settingsStatus(ctx context.Context, c *conn, st *protobufs.ConnectionSettingsStatus) {
-	if st.Status != protobufs.ConnectionSettingsStatuses_ConnectionSettingsStatuses_FAILED {
+	failed := st.Status == protobufs.ConnectionSettingsStatuses_ConnectionSettingsStatuses_FAILED
+	applied := st.Status == protobufs.ConnectionSettingsStatuses_ConnectionSettingsStatuses_APPLIED
+	if (!failed && !applied) || len(st.LastConnectionSettingsHash) == 0 {
 		return
 	}
+	uid := c.uid.String()
 	err := r.s.cfg.Store.Update(ctx, func(tx *state.Tx) error {
-		rot, err := tx.OpenRotation(ctx, c.uid.String(), "opamp")
-		if err != nil || rot.State != state.RotationOffered {
+		cert, err := tx.CertificateByOfferHash(ctx, uid, st.LastConnectionSettingsHash)
+		if errors.Is(err, state.ErrNotFound) || (err == nil && cert.Status != state.CertOffered) {
 			return nil
 		}
+		if err != nil {
+			return err
+		}
 		now := r.s.cfg.Clock()
+		if applied {
+			if cert.Destination == OpAMPDestination {
+				return nil
+			}
+			if _, err := tx.ConfirmCertificate(ctx, cert.Serial, now); err != nil {
+				return err
+			}
+			if err := r.s.confirmRotation(ctx, tx, cert.Serial); err != nil {
+				return err
+			}
+			_, err := r.s.cfg.Audit.Append(ctx, tx, audit.Record{Actor: "agent:" + uid, Action: "cert.confirm", Subject: cert.Serial,
+				Details: map[string]any{"uid": uid, "destination": cert.Destination, "not_after": cert.NotAfter.Format(time.RFC3339)}})
+			return err
+		}
+		rot, err := tx.RotationBySerial(ctx, cert.Serial)
+		if errors.Is(err, state.ErrNotFound) || (err == nil && rot.State == state.RotationConfirmed) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
 		rot.State, rot.UpdatedAt = state.RotationStalled, now
 		rot.Error = "agent reported FAILED: " + st.ErrorMessage
 		rot.NextAttemptAt = now.Add(r.backoff(rot.Attempts))
@@ -309,8 +365,8 @@ func (r *rotator) settingsStatus(ctx context.Context, c *conn, st *protobufs.Con
 		if err := tx.PutRotation(ctx, rot); err != nil {
 			return err
 		}
-		_, err = r.s.cfg.Audit.Append(ctx, tx, audit.Record{Actor: "agent:" + rot.UID, Action: "cert.offer_failed", Subject: rot.Serial,
-			Details: map[string]any{"rotation": rot.ID, "error": st.ErrorMessage}})
+		_, err = r.s.cfg.Audit.Append(ctx, tx, audit.Record{Actor: "agent:" + uid, Action: "cert.offer_failed", Subject: cert.Serial,
+			Details: map[string]any{"rotation": rot.ID, "destination": cert.Destination, "error": st.ErrorMessage}})
 		return err
 	})
 	if err != nil {
@@ -322,24 +378,27 @@ func (r *rotator) settingsStatus(ctx context.Context, c *conn, st *protobufs.Con
 // records it with the rotation and its audit entry, and returns the offer
 // carrying the private key. The key exists only in memory and in the offer.
 func (c *conn) issueServerKey(ctx context.Context, rot *state.Rotation, next state.RotationState) (*protobufs.ConnectionSettingsOffers, string, error) {
-	p := c.s.profile()
+	dest := rot.Destination
+	if dest == "" {
+		dest = OpAMPDestination
+	}
 	uid := uuid.MustParse(rot.UID)
 	start := time.Now()
-	iss, keyPEM, err := c.s.cfg.CA.IssueAgentServerKey(ctx, uid, p)
+	iss, keyPEM, err := c.s.cfg.CA.IssueAgentServerKey(ctx, uid, c.s.profileFor(dest))
 	if err != nil {
 		return nil, "", err
 	}
-	offer := c.s.offer(iss, keyPEM)
+	offer := c.s.offerFor(dest, iss, keyPEM)
 	rot.State, rot.Method, rot.Serial = next, methodServerKey, iss.Serial
 	err = c.s.cfg.Store.Update(ctx, func(tx *state.Tx) error {
-		if err := c.s.recordIssued(ctx, tx, iss, rot.UID, offer.Hash, true); err != nil {
+		if err := c.s.recordIssued(ctx, tx, iss, rot.UID, dest, offer.Hash, true); err != nil {
 			return err
 		}
 		if err := tx.PutRotation(ctx, *rot); err != nil {
 			return err
 		}
 		_, err := c.s.cfg.Audit.Append(ctx, tx, audit.Record{Actor: "system:rotation", Action: "cert.issue", Subject: iss.Serial,
-			Details: issueDetails(iss, rot.UID, "", map[string]any{"rotation": rot.ID, "server_made_key": true, "reason": rot.Reason})})
+			Details: issueDetails(iss, rot.UID, "", map[string]any{"rotation": rot.ID, "server_made_key": true, "reason": rot.Reason, "destination": dest})})
 		return err
 	})
 	if err != nil {

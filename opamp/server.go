@@ -56,6 +56,9 @@ type Config struct {
 	// for OpAMP connection certificates. Nil/empty means ca.Profile defaults.
 	Profiles map[string]ca.Profile
 	Profile  string
+	// Destinations are the other connections agents get certificates for,
+	// by name. Nil means none.
+	Destinations map[string]Destination
 	// RotationRate bounds server-initiated rotations fleet-wide, per
 	// second. Zero means 50.
 	RotationRate float64

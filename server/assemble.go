@@ -69,6 +69,7 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 		HeartbeatInterval:        d.Config.OpAMP.HeartbeatInterval,
 		MaxConcurrentEnrollments: d.Config.OpAMP.MaxConcurrentEnrollments,
 		Profiles:                 Profiles(certs.Profiles),
+		Destinations:             destinations(d.Config.Destinations),
 		Profile:                  certs.Profile,
 		RotationRate:             certs.RotationRate,
 		ScanInterval:             certs.ScanInterval,
@@ -120,6 +121,14 @@ func Profiles(in map[string]config.CertProfile) map[string]ca.Profile {
 			Name: name, Lifetime: p.Lifetime, RenewAt: p.RenewAt, Jitter: p.Jitter, Backdate: p.Backdate,
 			KeyTypes: p.KeyTypes, RSAMinBits: p.RSAMinBits, ServerMadeKeys: p.ServerMadeKeys,
 		}
+	}
+	return out
+}
+
+func destinations(in map[string]config.Destination) map[string]opamp.Destination {
+	out := make(map[string]opamp.Destination, len(in))
+	for name, d := range in {
+		out[name] = opamp.Destination{Endpoint: d.Endpoint, Headers: d.Headers, Profile: d.Profile}
 	}
 	return out
 }
