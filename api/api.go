@@ -37,6 +37,9 @@ type Config struct {
 	Audit *audit.Log
 	// CA rolls the intermediate over. Nil means the endpoint answers 501.
 	CA IntermediateRotator
+	// Destinations are the configured certificate destinations besides
+	// "opamp", which rotations may name.
+	Destinations []string
 	// Gatherer serves /metrics. Nil means no /metrics route.
 	Gatherer prometheus.Gatherer
 	// Logger receives logs. Nil means slog.Default().

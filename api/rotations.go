@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -22,6 +23,9 @@ type RotationRequest struct {
 	All    bool              `json:"all,omitempty"`
 	// Rate is rotations per second for this batch; 0 means the fleet rate.
 	Rate float64 `json:"rate,omitempty"`
+	// Destination is the certificate to rotate: "opamp" (default) or a
+	// configured destination.
+	Destination string `json:"destination,omitempty"`
 }
 
 // RotationStatus is a batch and where each of its rotations is.
@@ -69,6 +73,13 @@ func (a *API) createRotation(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "give exactly one of uids, labels or all (and a non-negative rate)")
 		return
 	}
+	if req.Destination == "" {
+		req.Destination = "opamp"
+	}
+	if req.Destination != "opamp" && !slices.Contains(a.cfg.Destinations, req.Destination) {
+		writeError(w, http.StatusBadRequest, "destination %q is not configured (configured: opamp %s)", req.Destination, strings.Join(a.cfg.Destinations, " "))
+		return
+	}
 	p := principal(r.Context())
 	now := a.cfg.Clock()
 	batch := state.RotationBatch{ID: uuid.Must(uuid.NewV7()).String(), RequestedBy: p.Actor(), Selector: selector(req), Rate: req.Rate, CreatedAt: now}
@@ -79,9 +90,9 @@ func (a *API) createRotation(w http.ResponseWriter, r *http.Request) {
 			return err
 		}
 		for _, uid := range uids {
-			rot := state.Rotation{ID: uuid.Must(uuid.NewV7()).String(), BatchID: batch.ID, UID: uid, Reason: "operator",
-				State: state.RotationPending, NextAttemptAt: now, CreatedAt: now, UpdatedAt: now}
-			if _, err := tx.OpenRotation(r.Context(), uid, "opamp"); err == nil {
+			rot := state.Rotation{ID: uuid.Must(uuid.NewV7()).String(), BatchID: batch.ID, UID: uid, Destination: req.Destination,
+				Reason: "operator", State: state.RotationPending, NextAttemptAt: now, CreatedAt: now, UpdatedAt: now}
+			if _, err := tx.OpenRotation(r.Context(), uid, req.Destination); err == nil {
 				skipped = append(skipped, uid)
 				continue
 			}
@@ -94,7 +105,8 @@ func (a *API) createRotation(w http.ResponseWriter, r *http.Request) {
 			return err
 		}
 		_, err = a.cfg.Audit.Append(r.Context(), tx, audit.Record{Actor: p.Actor(), Action: "cert.rotation_request", Subject: batch.ID,
-			Details: map[string]any{"selector": batch.Selector, "rate": req.Rate, "agents": batch.Total, "skipped_already_rotating": len(skipped)}})
+			Details: map[string]any{"selector": batch.Selector, "rate": req.Rate, "destination": req.Destination,
+				"agents": batch.Total, "skipped_already_rotating": len(skipped)}})
 		return err
 	})
 	var nf *notFoundError
@@ -143,6 +155,14 @@ func (a *API) selectAgents(r *http.Request, tx *state.Tx, req RotationRequest) (
 }
 
 func selector(req RotationRequest) string {
+	sel := selectorOf(req)
+	if req.Destination != "" && req.Destination != "opamp" {
+		sel += " destination:" + req.Destination
+	}
+	return sel
+}
+
+func selectorOf(req RotationRequest) string {
 	switch {
 	case req.All:
 		return "all"

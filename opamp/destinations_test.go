@@ -2,9 +2,11 @@ package opamp_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/trustamp/trustamp/api"
 	"github.com/trustamp/trustamp/loadgen"
 	"github.com/trustamp/trustamp/storage/state"
 )
@@ -77,6 +79,23 @@ func TestOwnMetricsCertificateFromCSR(t *testing.T) {
 	}
 	if !e.hasAudit("cert.confirm", "own_metrics") {
 		t.Fatal("destination certificate confirmation not audited")
+	}
+	// An operator can rotate the destination certificate on demand.
+	st, err := e.Admin.Rotate(ctx10(t), api.RotationRequest{UIDs: []string{a.UID.String()}, Destination: "own_metrics"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := waitDest(t, got)
+	if next.Serial == d.Serial {
+		t.Fatal("destination not rotated")
+	}
+	e.waitRotation(st.ID, func(s api.RotationStatus) bool { return s.States["confirmed"] == 1 })
+	e.waitCertStatus(d.Serial, state.CertRetired)
+	if e.cert(opampSerial).Status != state.CertConfirmed {
+		t.Fatal("rotating the destination touched the OpAMP certificate")
+	}
+	if _, err := e.Admin.Rotate(ctx10(t), api.RotationRequest{All: true, Destination: "nowhere"}); err == nil || !strings.Contains(err.Error(), "400") {
+		t.Fatalf("unknown destination: %v", err)
 	}
 }
 

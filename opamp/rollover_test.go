@@ -1,6 +1,7 @@
 package opamp_test
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"testing"
@@ -10,6 +11,12 @@ import (
 	"github.com/trustamp/trustamp/api"
 	"github.com/trustamp/trustamp/loadgen"
 )
+
+func rootPool(p []byte) *x509.CertPool {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(p)
+	return pool
+}
 
 func leafOf(t *testing.T, certPEM []byte) *x509.Certificate {
 	t.Helper()
@@ -69,6 +76,16 @@ func TestIntermediateRolloverKeepsFleetConnected(t *testing.T) {
 		if inter := leafOf(t, chain); hexOf(inter.SerialNumber.Bytes()) != roll.Current.Serial {
 			t.Fatalf("%s certificate chains to intermediate %x, want the new %s", name, inter.SerialNumber.Bytes(), roll.Current.Serial)
 		}
+	}
+	// The listener presents a certificate from the new intermediate at once.
+	conn, err := tls.Dial("tcp", e.OpAMPAddr, &tls.Config{RootCAs: rootPool(e.CAPEM), ServerName: "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := conn.ConnectionState().PeerCertificates
+	conn.Close()
+	if len(chain) < 2 || hexOf(chain[1].SerialNumber.Bytes()) != roll.Current.Serial {
+		t.Fatal("listener still presents the previous intermediate's chain")
 	}
 	if !e.hasAudit("ca.rotate_intermediate", roll.Current.Serial) {
 		t.Fatal("rollover not audited")

@@ -175,13 +175,15 @@ func (s *Server) ConnContext(ctx context.Context, c net.Conn) context.Context {
 // TLSConfig is the listener's TLS: 1.2 or newer, client certificates asked
 // for but optional (enrolling agents have none yet) and verified against the
 // CA by the TLS stack; onConnecting then checks them against the state store.
-func (s *Server) TLSConfig(cert tls.Certificate) *tls.Config {
+// The certificate comes from getCert on every handshake, so a rollover can
+// replace it without a restart.
+func (s *Server) TLSConfig(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls.Config {
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{cert},
-		ClientAuth:   tls.VerifyClientCertIfGiven,
-		ClientCAs:    s.cfg.CA.Roots(),
-		Time:         s.cfg.Clock,
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: getCert,
+		ClientAuth:     tls.VerifyClientCertIfGiven,
+		ClientCAs:      s.cfg.CA.Roots(),
+		Time:           s.cfg.Clock,
 	}
 }
 

@@ -2,10 +2,14 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,8 +56,8 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 	if err != nil {
 		return nil, err
 	}
-	cert, err := authority.ServerCertificate(ctx, d.Config.OpAMP.ServerNames)
-	if err != nil {
+	listenerCert := &listenerCert{ca: authority, names: d.Config.OpAMP.ServerNames}
+	if err := listenerCert.renew(ctx); err != nil {
 		return nil, err
 	}
 	reg := prometheus.NewRegistry()
@@ -80,7 +84,13 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 	if err != nil {
 		return nil, err
 	}
-	admin := api.New(api.Config{Store: d.Store, Audit: auditLog, CA: authority, Gatherer: reg, Logger: o.Logger, Clock: o.Clock})
+	destNames := make([]string, 0, len(d.Config.Destinations))
+	for name := range d.Config.Destinations {
+		destNames = append(destNames, name)
+	}
+	sort.Strings(destNames)
+	admin := api.New(api.Config{Store: d.Store, Audit: auditLog, CA: listenerCert, Destinations: destNames,
+		Gatherer: reg, Logger: o.Logger, Clock: o.Clock})
 	srv, err := New(Config{
 		OpAMPAddr:          d.Config.OpAMP.Addr,
 		OpAMPListener:      o.OpAMPListener,
@@ -91,7 +101,7 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 		CheckpointInterval: d.Config.Audit.CheckpointInterval,
 		Logger:             o.Logger,
 		OpAMP:              op,
-		TLS:                &cert,
+		TLS:                listenerCert.get,
 		CAPEM:              authority.RootPEM(),
 		Admin:              admin,
 		OnListening: func(opampAddr, adminAddr net.Addr) {
@@ -111,6 +121,37 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 	}
 	srv.OpAMP = op
 	return srv, nil
+}
+
+// listenerCert is the listeners' certificate, reissued when the
+// intermediate rolls over so new handshakes present the new chain at once.
+type listenerCert struct {
+	ca    *ca.Authority
+	names []string
+	cur   atomic.Pointer[tls.Certificate]
+}
+
+func (l *listenerCert) renew(ctx context.Context) error {
+	cert, err := l.ca.ServerCertificate(ctx, l.names)
+	if err != nil {
+		return err
+	}
+	l.cur.Store(&cert)
+	return nil
+}
+
+func (l *listenerCert) get(*tls.ClientHelloInfo) (*tls.Certificate, error) { return l.cur.Load(), nil }
+
+// RotateIntermediate rolls the CA's intermediate over and reissues the
+// listeners' certificate under it.
+func (l *listenerCert) RotateIntermediate(ctx context.Context) (old, next *x509.Certificate, err error) {
+	if old, next, err = l.ca.RotateIntermediate(ctx); err != nil {
+		return nil, nil, err
+	}
+	if err := l.renew(ctx); err != nil {
+		return old, next, fmt.Errorf("rolled over, but reissuing the listener certificate failed (the previous one stays in use): %w", err)
+	}
+	return old, next, nil
 }
 
 // Profiles maps the config's certificate profiles onto the CA's.

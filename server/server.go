@@ -46,9 +46,10 @@ type Config struct {
 	// OpAMP serves agents at /v1/opamp. Nil serves only the public
 	// endpoints (used by tests of this package).
 	OpAMP OpAMPHandler
-	// TLS is the certificate both listeners present. Nil serves plain HTTP,
-	// which only tests do.
-	TLS *tls.Certificate
+	// TLS returns the certificate both listeners present, on every
+	// handshake (so it can change at run time). Nil serves plain HTTP, which
+	// only tests do.
+	TLS func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	// CAPEM is served at /v1/ca.pem so agents can fetch the bundle.
 	CAPEM []byte
 	// Admin serves the admin listener beyond /healthz. Nil means none.
@@ -59,7 +60,7 @@ type Config struct {
 type OpAMPHandler interface {
 	http.Handler
 	ConnContext(ctx context.Context, c net.Conn) context.Context
-	TLSConfig(cert tls.Certificate) *tls.Config
+	TLSConfig(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls.Config
 	Start(ctx context.Context) error
 	RunRotations(ctx context.Context) error
 }
@@ -138,11 +139,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if s.cfg.TLS != nil {
 		if s.cfg.OpAMP != nil {
-			opampL = tls.NewListener(opampL, s.cfg.OpAMP.TLSConfig(*s.cfg.TLS))
+			opampL = tls.NewListener(opampL, s.cfg.OpAMP.TLSConfig(s.cfg.TLS))
 		} else {
-			opampL = tls.NewListener(opampL, &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*s.cfg.TLS}})
+			opampL = tls.NewListener(opampL, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.cfg.TLS})
 		}
-		adminL = tls.NewListener(adminL, &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*s.cfg.TLS}})
+		adminL = tls.NewListener(adminL, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.cfg.TLS})
 	}
 
 	g, ctx := errgroup.WithContext(ctx)

@@ -17,6 +17,7 @@ func newRotateCmd(g *globals) *cobra.Command {
 		labels  []string
 		all     bool
 		rate    float64
+		dest    string
 		noWait  bool
 		timeout time.Duration
 		output  string
@@ -37,7 +38,7 @@ unless --no-wait.`,
 			if err := checkOutput(output, "table", "json"); err != nil {
 				return err
 			}
-			req := api.RotationRequest{UIDs: args, All: all, Rate: rate}
+			req := api.RotationRequest{UIDs: args, All: all, Rate: rate, Destination: dest}
 			for _, l := range labels {
 				k, v, ok := strings.Cut(l, "=")
 				if !ok || k == "" {
@@ -96,6 +97,7 @@ unless --no-wait.`,
 	cmd.Flags().StringArrayVar(&labels, "label", nil, "rotate agents with label k=v (repeatable; all must match)")
 	cmd.Flags().BoolVar(&all, "all", false, "rotate every agent")
 	cmd.Flags().Float64Var(&rate, "rate", 0, "rotations per second for this batch (default: the server's rotation_rate)")
+	cmd.Flags().StringVar(&dest, "destination", "opamp", "which certificate: opamp or a configured destination (own_metrics, ...)")
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the rotation is accepted")
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "give up waiting after this long")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
