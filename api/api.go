@@ -36,7 +36,7 @@ type Config struct {
 	Store *state.Store
 	Audit *audit.Log
 	// CA rolls the intermediate over. Nil means the endpoint answers 501.
-	CA IntermediateRotator
+	CA CARotator
 	// Destinations are the configured certificate destinations besides
 	// "opamp", which rotations may name.
 	Destinations []string
@@ -72,6 +72,7 @@ func New(cfg Config) *API {
 	a.mux.Handle("POST /api/v1/rotations", a.auth(a.createRotation, RoleAdmin, RoleSecurity))
 	a.mux.Handle("GET /api/v1/rotations/{id}", a.auth(a.getRotation, all...))
 	a.mux.Handle("POST /api/v1/ca/rotate-intermediate", a.auth(a.rotateIntermediate, RoleAdmin, RoleSecurity))
+	a.mux.Handle("POST /api/v1/ca/rotate-root", a.auth(a.rotateRoot, RoleAdmin, RoleSecurity))
 	a.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path)
 	})

@@ -99,6 +99,16 @@ func (c *Client) RotateIntermediate(ctx context.Context) (IntermediateRollover, 
 	return out, c.do(ctx, http.MethodPost, "/api/v1/ca/rotate-intermediate", struct{}{}, &out)
 }
 
+// RotateRoot starts a root rollover; with finish it ends the overlap.
+func (c *Client) RotateRoot(ctx context.Context, finish bool) (IntermediateRollover, error) {
+	var out IntermediateRollover
+	if finish {
+		var status map[string]string
+		return out, c.do(ctx, http.MethodPost, "/api/v1/ca/rotate-root?finish=true", struct{}{}, &status)
+	}
+	return out, c.do(ctx, http.MethodPost, "/api/v1/ca/rotate-root", struct{}{}, &out)
+}
+
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
 	var rd io.Reader
 	if body != nil {

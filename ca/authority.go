@@ -37,21 +37,22 @@ type Config struct {
 
 // Authority issues agent certificates from the intermediate, through
 // smallstep's embedded authority. It is safe for concurrent use; an
-// intermediate rollover swaps the issuer without stopping issuance.
+// intermediate or root rollover swaps the issuer without stopping issuance.
 type Authority struct {
-	cfg     Config
-	root    *x509.Certificate
-	rootPEM []byte
-	roots   *x509.CertPool
-	cur     atomic.Pointer[issuer]
+	cfg Config
+	cur atomic.Pointer[issuer]
 }
 
-// issuer is what signs today: replaced as a whole on rollover.
+// issuer is what signs and what is trusted today: replaced as a whole on
+// rollover.
 type issuer struct {
 	step          *authority.Authority
+	root          *x509.Certificate // the current root, which issued intermediate
+	roots         *x509.CertPool    // current root, and the previous one during a root rollover
+	rootsPEM      []byte            // the same, PEM: what agents are told to trust
 	intermediate  *x509.Certificate
-	chainPEM      []byte         // intermediate, appended after every leaf
-	intermediates *x509.CertPool // current and previous intermediates
+	chainPEM      []byte         // intermediate (and the bridge during a root rollover), after every leaf
+	intermediates *x509.CertPool // current and previous intermediates, and the bridge
 }
 
 // New loads the bootstrapped CA.
@@ -62,28 +63,52 @@ func New(ctx context.Context, cfg Config) (*Authority, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
-	root, rootPEM, err := readCert(cfg.Files.Root())
-	if err != nil {
-		return nil, err
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(root)
-	a := &Authority{cfg: cfg, root: root, rootPEM: rootPEM, roots: roots}
+	a := &Authority{cfg: cfg}
 	if err := a.load(ctx); err != nil {
 		return nil, err
 	}
 	return a, nil
 }
 
-// load reads the current intermediate (and the previous one, if a rollover
-// left it) and makes it the issuer.
+// load reads the roots, the intermediate and what a rollover left behind
+// (previous root, bridge, previous intermediate), and makes them current.
 func (a *Authority) load(ctx context.Context) error {
-	inter, interPEM, err := readCert(a.cfg.Files.Intermediate())
+	f := a.cfg.Files
+	root, rootPEM, err := readCert(f.Root())
 	if err != nil {
 		return err
 	}
-	if err := inter.CheckSignatureFrom(a.root); err != nil {
-		return fmt.Errorf("ca: intermediate is not signed by the root: %w", err)
+	iss := &issuer{root: root, roots: x509.NewCertPool(), rootsPEM: append([]byte(nil), rootPEM...), intermediates: x509.NewCertPool()}
+	iss.roots.AddCert(root)
+	stepRoots := []*x509.Certificate{root}
+	prevRoot, prevRootPEM, err := readCert(f.RootPrevious())
+	if err == nil {
+		iss.roots.AddCert(prevRoot)
+		iss.rootsPEM = append(iss.rootsPEM, prevRootPEM...)
+		stepRoots = append(stepRoots, prevRoot)
+	}
+	signedByARoot := func(c *x509.Certificate) bool {
+		return c.CheckSignatureFrom(root) == nil || (prevRoot != nil && c.CheckSignatureFrom(prevRoot) == nil)
+	}
+	inter, interPEM, err := readCert(f.Intermediate())
+	if err != nil {
+		return err
+	}
+	if !signedByARoot(inter) {
+		return errors.New("ca: intermediate.pem is not signed by the root")
+	}
+	iss.intermediate, iss.chainPEM = inter, interPEM
+	iss.intermediates.AddCert(inter)
+	if prev, _, err := readCert(f.Previous()); err == nil && signedByARoot(prev) {
+		iss.intermediates.AddCert(prev)
+	}
+	// During a root rollover the bridge (this intermediate, certified by the
+	// previous root) follows it in every chain, so agents that trust only
+	// the previous root still verify new certificates.
+	if bridge, bridgePEM, err := readCert(f.Bridge()); err == nil && prevRoot != nil &&
+		bridge.CheckSignatureFrom(prevRoot) == nil && samePublicKey(bridge, inter) {
+		iss.chainPEM = append(append([]byte(nil), interPEM...), bridgePEM...)
+		iss.intermediates.AddCert(bridge)
 	}
 	key, err := a.cfg.Keys.Get(ctx, intermediateKeyName(inter))
 	if errors.Is(err, keys.ErrNotFound) {
@@ -95,21 +120,21 @@ func (a *Authority) load(ctx context.Context) error {
 	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(inter.PublicKey) {
 		return errors.New("ca: the intermediate key does not match intermediate.pem")
 	}
-	step, err := authority.NewEmbedded(
-		authority.WithX509RootCerts(a.root),
+	iss.step, err = authority.NewEmbedded(
+		authority.WithX509RootCerts(stepRoots...),
 		authority.WithX509Signer(inter, key),
 		authority.WithQuietInit(),
 	)
 	if err != nil {
 		return fmt.Errorf("ca: start embedded authority: %w", err)
 	}
-	inters := x509.NewCertPool()
-	inters.AddCert(inter)
-	if prev, _, err := readCert(a.cfg.Files.Previous()); err == nil && prev.CheckSignatureFrom(a.root) == nil {
-		inters.AddCert(prev)
-	}
-	a.cur.Store(&issuer{step: step, intermediate: inter, chainPEM: interPEM, intermediates: inters})
+	a.cur.Store(iss)
 	return nil
+}
+
+func samePublicKey(a, b *x509.Certificate) bool {
+	k, ok := a.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && k.Equal(b.PublicKey)
 }
 
 // Intermediate is the certificate that issues today.
@@ -117,10 +142,11 @@ func (a *Authority) Intermediate() *x509.Certificate { return a.cur.Load().inter
 
 // RootPEM is the CA bundle agents trust (served at /v1/ca.pem and sent as
 // ca_cert in offers).
-func (a *Authority) RootPEM() []byte { return a.rootPEM }
+// During a root rollover it holds both roots.
+func (a *Authority) RootPEM() []byte { return a.cur.Load().rootsPEM }
 
 // Roots is the pool client certificates chain to.
-func (a *Authority) Roots() *x509.CertPool { return a.roots }
+func (a *Authority) Roots() *x509.CertPool { return a.cur.Load().roots }
 
 // TrustDomain is the SPIFFE trust domain of issued identities.
 func (a *Authority) TrustDomain() string { return a.cfg.TrustDomain }
@@ -223,12 +249,13 @@ func (a *Authority) VerifyAgent(chain []*x509.Certificate) (uuid.UUID, error) {
 	if len(chain) == 0 {
 		return uuid.Nil, fmt.Errorf("%w: no certificate", ErrNotAgentCert)
 	}
-	inters := a.cur.Load().intermediates.Clone()
+	cur := a.cur.Load()
+	inters := cur.intermediates.Clone()
 	for _, c := range chain[1:] {
 		inters.AddCert(c)
 	}
 	_, err := chain[0].Verify(x509.VerifyOptions{
-		Roots: a.roots, Intermediates: inters, CurrentTime: a.cfg.Clock(),
+		Roots: cur.roots, Intermediates: inters, CurrentTime: a.cfg.Clock(),
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
 	if err != nil {

@@ -48,6 +48,17 @@ func (f Files) Previous() string { return filepath.Join(f.Dir, "intermediate-pre
 // means a rollover was interrupted and is resumed.
 func (f Files) Next() string { return filepath.Join(f.Dir, "intermediate-next.pem") }
 
+// RootPrevious is the root replaced by a root rollover, trusted until the
+// rollover is finished.
+func (f Files) RootPrevious() string { return filepath.Join(f.Dir, "root-previous.pem") }
+
+// RootNext is a root rollover's new root before it takes over.
+func (f Files) RootNext() string { return filepath.Join(f.Dir, "root-next.pem") }
+
+// Bridge is the new root certified by the previous one, sent in chains
+// during a root rollover.
+func (f Files) Bridge() string { return filepath.Join(f.Dir, "bridge.pem") }
+
 // Server is the OpAMP listener's certificate chain.
 func (f Files) Server() string { return filepath.Join(f.Dir, "server.pem") }
 

@@ -2,6 +2,7 @@ package ca
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -13,6 +14,7 @@ import (
 	"os"
 
 	"github.com/trustamp/trustamp/internal/atomicfile"
+	"github.com/trustamp/trustamp/storage/keys"
 )
 
 // intermediateKeyName names a rolled-over intermediate's key by its serial.
@@ -44,8 +46,19 @@ func (a *Authority) RotateIntermediate(ctx context.Context) (old, next *x509.Cer
 		}
 	case err != nil:
 		return nil, nil, err
-	case next.CheckSignatureFrom(a.root) != nil:
+	case next.CheckSignatureFrom(a.cur.Load().root) != nil:
 		return nil, nil, fmt.Errorf("ca: %s is not signed by the root: remove it and retry", a.cfg.Files.Next())
+	}
+	// During a root rollover's overlap the previous root cross-signs the new
+	// intermediate, so agents that trust only the previous root still verify.
+	if prevRoot, _, err := readCert(a.cfg.Files.RootPrevious()); err == nil {
+		prevKey, err := a.rootKey(ctx, prevRoot)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := a.makeBridge(prevRoot, prevKey, next); err != nil {
+			return nil, nil, err
+		}
 	}
 	curPEM, err := os.ReadFile(a.cfg.Files.Intermediate())
 	if err != nil {
@@ -64,24 +77,31 @@ func (a *Authority) RotateIntermediate(ctx context.Context) (old, next *x509.Cer
 }
 
 func (a *Authority) makeIntermediate(ctx context.Context) (*x509.Certificate, error) {
-	rootKey, err := a.cfg.Keys.Get(ctx, RootKeyName)
+	root := a.cur.Load().root
+	rootKey, err := a.rootKey(ctx, root)
 	if err != nil {
-		return nil, fmt.Errorf("ca: root key: %w", err)
+		return nil, err
 	}
+	return a.makeIntermediateUnder(ctx, root, rootKey)
+}
+
+// makeIntermediateUnder makes a new intermediate signed by parent, stores
+// its key, and writes it as intermediate-next.pem.
+func (a *Authority) makeIntermediateUnder(ctx context.Context, parent *x509.Certificate, parentKey crypto.Signer) (*x509.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("ca: generate intermediate key: %w", err)
 	}
-	tmpl := caTemplate(pkix.Name{CommonName: "trustamp intermediate CA", Organization: a.root.Subject.Organization},
+	tmpl := caTemplate(pkix.Name{CommonName: "trustamp intermediate CA", Organization: parent.Subject.Organization},
 		a.cfg.Clock(), intermediateLifetime, 0)
-	if tmpl.NotAfter.After(a.root.NotAfter) {
-		tmpl.NotAfter = a.root.NotAfter
+	if tmpl.NotAfter.After(parent.NotAfter) {
+		tmpl.NotAfter = parent.NotAfter
 	}
 	probe := &x509.Certificate{SerialNumber: tmpl.SerialNumber}
 	if err := a.cfg.Keys.Put(ctx, intermediateKeyName(probe), key); err != nil {
 		return nil, fmt.Errorf("ca: store new intermediate key: %w", err)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.root, key.Public(), rootKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign new intermediate: %w", err)
 	}
@@ -89,4 +109,29 @@ func (a *Authority) makeIntermediate(ctx context.Context) (*x509.Certificate, er
 		return nil, fmt.Errorf("ca: %w", err)
 	}
 	return x509.ParseCertificate(der)
+}
+
+// rootKeyName names a rolled-over root's key by its serial.
+func rootKeyName(c *x509.Certificate) string {
+	h := hex.EncodeToString(c.SerialNumber.Bytes())
+	if len(h) > 16 {
+		h = h[:16]
+	}
+	return "root-ca-" + h
+}
+
+// rootKey finds a root's key: by serial for rolled-over roots, else the
+// one made at init.
+func (a *Authority) rootKey(ctx context.Context, root *x509.Certificate) (crypto.Signer, error) {
+	key, err := a.cfg.Keys.Get(ctx, rootKeyName(root))
+	if errors.Is(err, keys.ErrNotFound) {
+		key, err = a.cfg.Keys.Get(ctx, RootKeyName)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ca: root key: %w", err)
+	}
+	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(root.PublicKey) {
+		return nil, errors.New("ca: the root key does not match root.pem")
+	}
+	return key, nil
 }

@@ -1,10 +1,13 @@
 package opamp_test
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"io"
 	"testing"
+	"time"
 
 	"github.com/open-telemetry/opamp-go/protobufs"
 
@@ -89,5 +92,80 @@ func TestIntermediateRolloverKeepsFleetConnected(t *testing.T) {
 	}
 	if !e.hasAudit("ca.rotate_intermediate", roll.Current.Serial) {
 		t.Fatal("rollover not audited")
+	}
+}
+
+func countCerts(p []byte) int {
+	n := 0
+	for {
+		var b *pem.Block
+		if b, p = pem.Decode(p); b == nil {
+			return n
+		}
+		n++
+	}
+}
+
+// TestRootRolloverKeepsFleetConnected: agents that trust only the old root
+// stay connected, can still enroll and rotate (new chains carry the
+// cross-signed intermediate), and are sent both roots during the overlap.
+func TestRootRolloverKeepsFleetConnected(t *testing.T) {
+	e := start(t, "")
+	ctx := ctx10(t)
+	oldRootPEM := e.CAPEM // what every agent here was configured with
+	a, oldSerial, rotated := e.rotatingAgent(t, loadgen.AgentConfig{CSRCapability: true})
+
+	roll, err := e.Admin.RotateRoot(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if roll.Current.Serial == roll.Previous.Serial {
+		t.Fatal("root not replaced")
+	}
+	if n := e.srv.OpAMP.Connected(a.UID.String()); n != 1 {
+		t.Fatalf("agent has %d live connections after the root rollover, want 1", n)
+	}
+	// /v1/ca.pem serves both roots during the overlap.
+	resp, err := e.httpClient().Get("https://" + e.OpAMPAddr + "/v1/ca.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if countCerts(bundle) != 2 {
+		t.Fatalf("/v1/ca.pem has %d certificates during the overlap, want 2", countCerts(bundle))
+	}
+	// An agent that knows only the old root enrolls and reconnects.
+	fresh, _ := loadgen.NewAgent(loadgen.AgentConfig{ServerURL: e.url("websocket"), CAPEM: oldRootPEM, Heartbeat: time.Second})
+	t.Cleanup(func() { fresh.Stop(context.Background()) })
+	if err := fresh.Enroll(ctx, e.token(1, "10m", nil)); err != nil {
+		t.Fatalf("old-root agent enrolling after the root rollover: %v", err)
+	}
+	if err := fresh.Connect(ctx, fresh.UID, nil); err != nil {
+		t.Fatalf("old-root agent connecting with a new-chain certificate: %v", err)
+	}
+	// An existing agent rotates onto the new hierarchy and reconnects.
+	st, err := e.Admin.Rotate(ctx, api.RotationRequest{UIDs: []string{a.UID.String()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if waitSerial(t, rotated) == oldSerial {
+		t.Fatal("not rotated")
+	}
+	e.waitRotation(st.ID, func(s api.RotationStatus) bool { return s.States["confirmed"] == 1 })
+	if !e.hasAudit("ca.rotate_root", roll.Current.Serial) {
+		t.Fatal("root rollover not audited")
+	}
+	// Finishing drops the old root from what is served.
+	if _, err := e.Admin.RotateRoot(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = e.httpClient().Get("https://" + e.OpAMPAddr + "/v1/ca.pem")
+	if err == nil {
+		bundle, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if countCerts(bundle) != 1 {
+		t.Fatalf("/v1/ca.pem has %d certificates after finishing, want 1", countCerts(bundle))
 	}
 }

@@ -178,13 +178,22 @@ func (s *Server) ConnContext(ctx context.Context, c net.Conn) context.Context {
 // The certificate comes from getCert on every handshake, so a rollover can
 // replace it without a restart.
 func (s *Server) TLSConfig(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls.Config {
-	return &tls.Config{
+	base := &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		GetCertificate: getCert,
 		ClientAuth:     tls.VerifyClientCertIfGiven,
 		ClientCAs:      s.cfg.CA.Roots(),
 		Time:           s.cfg.Clock,
 	}
+	// The trusted roots change during a root rollover: each handshake takes
+	// the current pool.
+	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		c := base.Clone()
+		c.GetConfigForClient = nil
+		c.ClientCAs = s.cfg.CA.Roots()
+		return c, nil
+	}
+	return base
 }
 
 // profile returns the profile for OpAMP connection certificates.

@@ -102,7 +102,7 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 		Logger:             o.Logger,
 		OpAMP:              op,
 		TLS:                listenerCert.get,
-		CAPEM:              authority.RootPEM(),
+		CABundle:           authority.RootPEM,
 		Admin:              admin,
 		OnListening: func(opampAddr, adminAddr net.Addr) {
 			url := "https://" + dialable(adminAddr)
@@ -152,6 +152,26 @@ func (l *listenerCert) RotateIntermediate(ctx context.Context) (old, next *x509.
 		return old, next, fmt.Errorf("rolled over, but reissuing the listener certificate failed (the previous one stays in use): %w", err)
 	}
 	return old, next, nil
+}
+
+// RotateRoot rolls the root over and reissues the listeners' certificate.
+func (l *listenerCert) RotateRoot(ctx context.Context) (old, next *x509.Certificate, err error) {
+	if old, next, err = l.ca.RotateRoot(ctx); err != nil {
+		return nil, nil, err
+	}
+	if err := l.renew(ctx); err != nil {
+		return old, next, fmt.Errorf("rolled over, but reissuing the listener certificate failed (the previous one stays in use): %w", err)
+	}
+	return old, next, nil
+}
+
+// FinishRootRollover ends the overlap and reissues the listeners'
+// certificate without the bridge.
+func (l *listenerCert) FinishRootRollover(ctx context.Context) error {
+	if err := l.ca.FinishRootRollover(ctx); err != nil {
+		return err
+	}
+	return l.renew(ctx)
 }
 
 // Profiles maps the config's certificate profiles onto the CA's.

@@ -50,8 +50,9 @@ type Config struct {
 	// handshake (so it can change at run time). Nil serves plain HTTP, which
 	// only tests do.
 	TLS func(*tls.ClientHelloInfo) (*tls.Certificate, error)
-	// CAPEM is served at /v1/ca.pem so agents can fetch the bundle.
-	CAPEM []byte
+	// CABundle returns what /v1/ca.pem serves (the current roots: both
+	// during a root rollover). Nil means no such endpoint.
+	CABundle func() []byte
 	// Admin serves the admin listener beyond /healthz. Nil means none.
 	Admin http.Handler
 }
@@ -114,10 +115,11 @@ func (s *Server) Run(ctx context.Context) error {
 
 	opampMux := http.NewServeMux()
 	opampMux.Handle("GET /healthz", s.health)
-	if s.cfg.CAPEM != nil {
+	if s.cfg.CABundle != nil {
 		opampMux.HandleFunc("GET /v1/ca.pem", func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/x-pem-file")
-			w.Write(s.cfg.CAPEM)
+			w.Header().Set("Cache-Control", "no-cache")
+			w.Write(s.cfg.CABundle())
 		})
 	}
 	opampSrv := newHTTPServer(opampMux)

@@ -51,6 +51,55 @@ interruption finishes the same rollover.`,
 	}
 	cf.register(rotate)
 	rotate.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
-	cmd.AddCommand(rotate)
+	cmd.AddCommand(rotate, newRotateRootCmd(g))
+	return cmd
+}
+
+func newRotateRootCmd(g *globals) *cobra.Command {
+	var (
+		cf     clientFlags
+		finish bool
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "rotate-root",
+		Short: "Replace the root CA (then, with --finish, end the overlap)",
+		Long: `rotate-root makes a new root and a new intermediate under it. During the
+overlap every offer's ca_cert and /v1/ca.pem carry both roots, and new
+certificates come with the new intermediate cross-signed by the previous root,
+so agents that trust only the previous root keep verifying while they learn
+the new one. Once every agent has the new root (at least one certificate
+lifetime later), run it again with --finish to stop trusting the previous
+root. Audited and resumable.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output, "table", "json"); err != nil {
+				return err
+			}
+			c, err := cf.client(g)
+			if err != nil {
+				return err
+			}
+			res, err := c.RotateRoot(cmd.Context(), finish)
+			if err != nil {
+				return err
+			}
+			if finish {
+				fmt.Fprintln(cmd.ErrOrStderr(), "root rollover finished: the previous root is no longer trusted or sent")
+				return nil
+			}
+			if output == "json" {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			fmt.Fprintln(cmd.ErrOrStderr(), "overlap started: agents are sent both roots; run with --finish once they all trust the new one")
+			return printTable(cmd.OutOrStdout(), []string{"ROOT", "SERIAL", "EXPIRES", "SHA-256"}, [][]string{
+				{"previous", res.Previous.Serial, res.Previous.NotAfter.UTC().Format(time.RFC3339), res.Previous.FingerprintSHA256},
+				{"current", res.Current.Serial, res.Current.NotAfter.UTC().Format(time.RFC3339), res.Current.FingerprintSHA256},
+			})
+		},
+	}
+	cf.register(cmd)
+	cmd.Flags().BoolVar(&finish, "finish", false, "end the overlap: stop trusting and sending the previous root")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	return cmd
 }

@@ -78,6 +78,15 @@ func TestTokenAndAgentsCommands(t *testing.T) {
 	if err != nil || json.Unmarshal([]byte(out), &roll) != nil || roll.Current.Serial == "" || roll.Current.Serial == roll.Previous.Serial {
 		t.Fatalf("ca rotate-intermediate: %v\n%s", err, out)
 	}
+	if _, _, err := run(t, "ca", "rotate-root", "--data", dir, "-o", "json"); err != nil {
+		t.Fatalf("ca rotate-root: %v", err)
+	}
+	if _, _, err := run(t, "ca", "rotate-root", "--data", dir); err == nil {
+		t.Fatal("second root rollover accepted during the overlap")
+	}
+	if _, _, err := run(t, "ca", "rotate-root", "--finish", "--data", dir); err != nil {
+		t.Fatalf("ca rotate-root --finish: %v", err)
+	}
 	// Without a running server's credential, the CLI says what to do.
 	if _, _, err := run(t, "agents", "list", "--data", t.TempDir()); err == nil || !strings.Contains(err.Error(), "serve") {
 		t.Fatalf("no local server: %v", err)
