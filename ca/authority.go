@@ -166,16 +166,22 @@ type Issued struct {
 // IssueAgent signs csr for agent uid under profile p, after CheckAgentCSR.
 // The subject (CN = uid), the URI SAN, key usages and validity are set here,
 // never taken from the CSR.
-func (a *Authority) IssueAgent(ctx context.Context, csr *x509.CertificateRequest, uid uuid.UUID, p Profile) (*Issued, error) {
+// attrs are the agent's description attributes, for the profile's SAN
+// templates; nil is fine for profiles without templates.
+func (a *Authority) IssueAgent(ctx context.Context, csr *x509.CertificateRequest, uid uuid.UUID, p Profile, attrs map[string]string) (*Issued, error) {
 	p = p.WithDefaults()
 	if err := CheckAgentCSR(csr, uid, a.cfg.TrustDomain, p); err != nil {
+		return nil, err
+	}
+	extraDNS, err := p.RenderSANs(attrs)
+	if err != nil {
 		return nil, err
 	}
 	now := a.cfg.Clock()
 	identity := provisioner.CertificateModifierFunc(func(c *x509.Certificate, _ provisioner.SignOptions) error {
 		c.Subject.CommonName = uid.String()
 		c.Subject.Organization = nil
-		c.DNSNames, c.IPAddresses, c.EmailAddresses = nil, nil, nil
+		c.DNSNames, c.IPAddresses, c.EmailAddresses = extraDNS, nil, nil
 		c.URIs = []*url.URL{SPIFFEID(a.cfg.TrustDomain, uid)}
 		c.KeyUsage = x509.KeyUsageDigitalSignature
 		c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
@@ -215,7 +221,7 @@ var ErrServerKeysForbidden = errors.New("ca: certificate profile does not allow 
 // IssueAgentServerKey makes an ECDSA P-256 key pair for agent uid and issues
 // its certificate, for agents that cannot send a CSR, where p allows it. The
 // private key is returned PEM-encoded for the offer and never stored.
-func (a *Authority) IssueAgentServerKey(ctx context.Context, uid uuid.UUID, p Profile) (*Issued, []byte, error) {
+func (a *Authority) IssueAgentServerKey(ctx context.Context, uid uuid.UUID, p Profile, attrs map[string]string) (*Issued, []byte, error) {
 	if !p.ServerMadeKeys {
 		return nil, nil, fmt.Errorf("%w (profile %s)", ErrServerKeysForbidden, p.WithDefaults().Name)
 	}
@@ -231,7 +237,7 @@ func (a *Authority) IssueAgentServerKey(ctx context.Context, uid uuid.UUID, p Pr
 	if err != nil {
 		return nil, nil, err
 	}
-	iss, err := a.IssueAgent(ctx, csr, uid, p)
+	iss, err := a.IssueAgent(ctx, csr, uid, p, attrs)
 	if err != nil {
 		return nil, nil, err
 	}

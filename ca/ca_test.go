@@ -78,7 +78,7 @@ func TestIssueAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	iss, err := a.IssueAgent(context.Background(), csr, uid, Profile{})
+	iss, err := a.IssueAgent(context.Background(), csr, uid, Profile{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func TestCSRRefusals(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			csr, err := ParseCSR(tt.pem)
 			if err == nil {
-				_, err = a.IssueAgent(context.Background(), csr, uid, Profile{})
+				_, err = a.IssueAgent(context.Background(), csr, uid, Profile{}, nil)
 			}
 			if !errors.Is(err, ErrCSRRefused) || !strings.Contains(err.Error(), tt.reason) {
 				t.Fatalf("err = %v, want ErrCSRRefused mentioning %q", err, tt.reason)
@@ -158,7 +158,7 @@ func TestCSRRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.IssueAgent(context.Background(), csr, uid, Profile{}); err != nil {
+	if _, err := a.IssueAgent(context.Background(), csr, uid, Profile{}, nil); err != nil {
 		t.Fatalf("ed25519 CSR refused: %v", err)
 	}
 }
@@ -174,7 +174,7 @@ func TestVerifyAgentRejectsForeignCA(t *testing.T) {
 	a, b := newCA(t), newCA(t)
 	uid := uuid.Must(uuid.NewV7())
 	csr, _ := ParseCSR(csrPEM(t, p256(t), &x509.CertificateRequest{}))
-	iss, err := b.IssueAgent(context.Background(), csr, uid, Profile{})
+	iss, err := b.IssueAgent(context.Background(), csr, uid, Profile{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

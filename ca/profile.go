@@ -46,6 +46,9 @@ type Profile struct {
 	// P-256) when the agent cannot send a CSR. Off by default: the key then
 	// exists, briefly, outside the agent.
 	ServerMadeKeys bool
+	// SANTemplates add DNS SANs from agent attributes (see RenderSANs).
+	// Empty, the default, means CN and the SPIFFE URI SAN only.
+	SANTemplates []string
 }
 
 // WithDefaults returns p with zero fields set to their defaults.
@@ -89,6 +92,9 @@ func (p Profile) Validate() error {
 		return fmt.Errorf("profile %s: lifetime %s is below 1s", p.Name, p.Lifetime)
 	case p.RSAMinBits < 2048:
 		return fmt.Errorf("profile %s: rsa_min_bits %d is below 2048", p.Name, p.RSAMinBits)
+	}
+	if err := validateSANTemplates(p.Name, p.SANTemplates); err != nil {
+		return err
 	}
 	for _, k := range p.KeyTypes {
 		if !slices.Contains([]string{KeyECDSAP256, KeyECDSAP384, KeyEd25519, KeyRSA}, k) {

@@ -21,7 +21,7 @@ func TestProfileRefusesKeyTypesItDoesNotAllow(t *testing.T) {
 	_, ed, _ := ed25519.GenerateKey(rand.Reader)
 	csr, _ := ParseCSR(csrPEM(t, ed, &x509.CertificateRequest{}))
 	p := Profile{Name: "ecdsa-only", KeyTypes: []string{KeyECDSAP256}}
-	_, err := a.IssueAgent(context.Background(), csr, uuid.Must(uuid.NewV7()), p)
+	_, err := a.IssueAgent(context.Background(), csr, uuid.Must(uuid.NewV7()), p, nil)
 	if !errors.Is(err, ErrCSRRefused) || !strings.Contains(err.Error(), "ed25519 is not allowed by certificate profile ecdsa-only") {
 		t.Fatalf("err = %v", err)
 	}
@@ -31,7 +31,7 @@ func TestProfileLifetimeAndRenewPoint(t *testing.T) {
 	a := newCA(t)
 	p := Profile{Name: "short", Lifetime: 30 * time.Second, RenewAt: 0.5, Jitter: 0.1, Backdate: time.Second}
 	csr, _ := ParseCSR(csrPEM(t, p256(t), &x509.CertificateRequest{}))
-	iss, err := a.IssueAgent(context.Background(), csr, uuid.Must(uuid.NewV7()), p)
+	iss, err := a.IssueAgent(context.Background(), csr, uuid.Must(uuid.NewV7()), p, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,10 +69,10 @@ func TestRenewJitterSpreadsAndIsStable(t *testing.T) {
 func TestServerMadeKeys(t *testing.T) {
 	a := newCA(t)
 	uid := uuid.Must(uuid.NewV7())
-	if _, _, err := a.IssueAgentServerKey(context.Background(), uid, Profile{}); !errors.Is(err, ErrServerKeysForbidden) {
+	if _, _, err := a.IssueAgentServerKey(context.Background(), uid, Profile{}, nil); !errors.Is(err, ErrServerKeysForbidden) {
 		t.Fatalf("server-made key under a profile that forbids it: %v", err)
 	}
-	iss, keyPEM, err := a.IssueAgentServerKey(context.Background(), uid, Profile{ServerMadeKeys: true})
+	iss, keyPEM, err := a.IssueAgentServerKey(context.Background(), uid, Profile{ServerMadeKeys: true}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,5 +100,42 @@ func TestProfileValidate(t *testing.T) {
 	}
 	if err := (Profile{}).Validate(); err != nil {
 		t.Errorf("default profile: %v", err)
+	}
+}
+
+func TestSANTemplates(t *testing.T) {
+	a := newCA(t)
+	p := Profile{Name: "edge", SANTemplates: []string{"{host.name}.agents.example.com"}}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	csr, _ := ParseCSR(csrPEM(t, p256(t), &x509.CertificateRequest{}))
+	uid := uuid.Must(uuid.NewV7())
+	iss, err := a.IssueAgent(context.Background(), csr, uid, p, map[string]string{"host.name": "Node-7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(iss.Leaf.DNSNames) != 1 || iss.Leaf.DNSNames[0] != "node-7.agents.example.com" {
+		t.Fatalf("DNS SANs %v", iss.Leaf.DNSNames)
+	}
+	for name, attrs := range map[string]map[string]string{
+		"missing attribute":  {},
+		"dots (adds labels)": {"host.name": "bank.com.evil"},
+		"wildcard":           {"host.name": "*"},
+		"empty":              {"host.name": ""},
+	} {
+		if _, err := a.IssueAgent(context.Background(), csr, uid, p, attrs); !errors.Is(err, ErrCSRRefused) {
+			t.Errorf("%s: %v, want refusal", name, err)
+		}
+	}
+	// Without templates, agents get no DNS SAN whatever they report.
+	plain, _ := a.IssueAgent(context.Background(), csr, uid, Profile{}, map[string]string{"host.name": "x"})
+	if len(plain.Leaf.DNSNames) != 0 {
+		t.Fatal("DNS SAN without a template")
+	}
+	for _, bad := range []string{"fixed.example.com", "{host.name}..example.com", "{a}_{b}.example.com"} {
+		if err := (Profile{SANTemplates: []string{bad}}).Validate(); err == nil {
+			t.Errorf("template %q accepted", bad)
+		}
 	}
 }

@@ -13,7 +13,7 @@ func issueOne(t *testing.T, a *Authority) (*Issued, uuid.UUID) {
 	t.Helper()
 	uid := uuid.Must(uuid.NewV7())
 	csr, _ := ParseCSR(csrPEM(t, p256(t), &x509.CertificateRequest{}))
-	iss, err := a.IssueAgent(context.Background(), csr, uid, Profile{})
+	iss, err := a.IssueAgent(context.Background(), csr, uid, Profile{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -116,6 +116,10 @@ type CertProfile struct {
 	// ServerMadeKeys lets the server generate the key pair for agents that
 	// cannot send a CSR. False by default.
 	ServerMadeKeys bool `yaml:"server_made_keys"`
+	// SANTemplates add DNS SANs from agent attributes, e.g.
+	// "{host.name}.agents.example.com"; each placeholder must expand to one
+	// DNS label. Empty (default) means no extra SANs.
+	SANTemplates []string `yaml:"san_templates"`
 }
 
 // OpAMP configures the agent-facing listener.

@@ -78,6 +78,9 @@ certificates:
       rsa_min_bits: 2048
       # Let the server generate key pairs for agents that cannot send a CSR.
       server_made_keys: false
+      # Extra DNS SANs from agent attributes, e.g. "{host.name}.agents.example.com".
+      # Each placeholder must expand to a single DNS label; none by default.
+      # san_templates: []
 
 # Other destinations agents get client certificates for, besides OpAMP:
 # own_metrics, own_traces, own_logs (agents that report their own telemetry),

@@ -56,9 +56,10 @@ type conn struct {
 	destsChecked bool         // ensureDestinations ran on this connection
 
 	// kindEnrolling
-	token   state.EnrollmentToken
-	issued  bool
-	release func()
+	enrollAttrs map[string]string // description attributes seen so far
+	token       state.EnrollmentToken
+	issued      bool
+	release     func()
 
 	live types.Connection // WebSocket connection, once registered (opamp-go serialises its Sends)
 }
@@ -166,6 +167,9 @@ func (c *conn) agentMessage(ctx context.Context, oc types.Connection, msg *proto
 // enrollingMessage handles a message on a token-authenticated connection: it
 // may get a uid and one certificate, and nothing else.
 func (c *conn) enrollingMessage(ctx context.Context, msg *protobufs.AgentToServer, resp *protobufs.ServerToAgent) *protobufs.ServerToAgent {
+	if msg.AgentDescription != nil {
+		c.enrollAttrs = attributes(msg.AgentDescription)
+	}
 	switch {
 	case msg.Flags&uint64(protobufs.AgentToServerFlags_AgentToServerFlags_RequestInstanceUid) != 0:
 		c.uid, c.uidSet = uuid.Must(uuid.NewV7()), true

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/open-telemetry/opamp-go/protobufs"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/trustamp/trustamp/ca"
 	"github.com/trustamp/trustamp/storage/state"
@@ -168,4 +169,33 @@ func (c *conn) destinationCSR(ctx context.Context, cm *protobufs.CustomMessage, 
 		return
 	}
 	c.offerCertificateFor(ctx, m.Destination, []byte(m.CSR), resp)
+}
+
+// attributes flattens an agent description's string attributes (identifying
+// and non-identifying) for SAN templates.
+func attributes(d *protobufs.AgentDescription) map[string]string {
+	out := map[string]string{}
+	for _, kv := range append(d.GetNonIdentifyingAttributes(), d.GetIdentifyingAttributes()...) {
+		if v, ok := kv.GetValue().GetValue().(*protobufs.AnyValue_StringValue); ok {
+			out[kv.Key] = v.StringValue
+		}
+	}
+	return out
+}
+
+// attributesJSON is attributes for a description as the registry stores it.
+func attributesJSON(raw []byte) map[string]string {
+	var d protobufs.AgentDescription
+	if len(raw) == 0 || protojson.Unmarshal(raw, &d) != nil {
+		return map[string]string{}
+	}
+	return attributes(&d)
+}
+
+// attributes returns what the agent on c has reported about itself.
+func (c *conn) attributes() map[string]string {
+	if c.agent != nil {
+		return attributesJSON(c.agent.Description)
+	}
+	return c.enrollAttrs
 }

@@ -155,3 +155,21 @@ destinations:
 	e.waitCertStatus(second.Serial, state.CertConfirmed)
 	e.waitCertStatus(first.Serial, state.CertRetired)
 }
+
+// TestSANTemplateFromAgentDescription: a profile's SAN template is filled
+// from the attributes the agent reported; without one, no DNS SAN.
+func TestSANTemplateFromAgentDescription(t *testing.T) {
+	e := start(t, `certificates:
+  profiles:
+    default:
+      san_templates: ["{service.name}.agents.example.com"]
+`)
+	a := e.agent("websocket")
+	if err := a.Enroll(ctx10(t), e.token(1, "10m", nil)); err != nil {
+		t.Fatal(err)
+	}
+	leaf := leafOf(t, a.Cert())
+	if len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != "trustamp-loadgen.agents.example.com" {
+		t.Fatalf("DNS SANs %v, want the template filled from service.name", leaf.DNSNames)
+	}
+}

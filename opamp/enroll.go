@@ -71,7 +71,7 @@ func (c *conn) issue(ctx context.Context, dest string, csrPEM []byte) (*protobuf
 		return nil, err
 	}
 	start := time.Now()
-	iss, err := c.s.cfg.CA.IssueAgent(ctx, csr, c.uid, c.s.profileFor(dest))
+	iss, err := c.s.cfg.CA.IssueAgent(ctx, csr, c.uid, c.s.profileFor(dest), c.attributes())
 	if err != nil {
 		return nil, err
 	}

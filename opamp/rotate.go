@@ -282,7 +282,7 @@ func (r *rotator) advance(ctx context.Context, c *conn, rot state.Rotation) (*pr
 			Capability: CSRCapability, Type: CSRRequestType, Data: data}}, nil
 
 	case r.s.profileFor(dest).ServerMadeKeys && agent.Capabilities&uint64(accepts) != 0:
-		offer, serial, err := c.issueServerKey(ctx, &rot, next(state.RotationOffered))
+		offer, serial, err := c.issueServerKey(ctx, &rot, next(state.RotationOffered), attributesJSON(agent.Description))
 		if err != nil {
 			return nil, err
 		}
@@ -377,14 +377,14 @@ func (r *rotator) settingsStatus(ctx context.Context, c *conn, st *protobufs.Con
 // issueServerKey issues a certificate with a server-made key for rot's agent,
 // records it with the rotation and its audit entry, and returns the offer
 // carrying the private key. The key exists only in memory and in the offer.
-func (c *conn) issueServerKey(ctx context.Context, rot *state.Rotation, next state.RotationState) (*protobufs.ConnectionSettingsOffers, string, error) {
+func (c *conn) issueServerKey(ctx context.Context, rot *state.Rotation, next state.RotationState, attrs map[string]string) (*protobufs.ConnectionSettingsOffers, string, error) {
 	dest := rot.Destination
 	if dest == "" {
 		dest = OpAMPDestination
 	}
 	uid := uuid.MustParse(rot.UID)
 	start := time.Now()
-	iss, keyPEM, err := c.s.cfg.CA.IssueAgentServerKey(ctx, uid, c.s.profileFor(dest))
+	iss, keyPEM, err := c.s.cfg.CA.IssueAgentServerKey(ctx, uid, c.s.profileFor(dest), attrs)
 	if err != nil {
 		return nil, "", err
 	}

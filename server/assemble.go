@@ -68,11 +68,17 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 		return nil, err
 	}
 	certs := d.Config.Certificates
+	profiles := Profiles(certs.Profiles)
+	for _, p := range profiles {
+		if err := p.Validate(); err != nil {
+			return nil, fmt.Errorf("certificates.profiles: %w", err)
+		}
+	}
 	op, err := opamp.New(opamp.Config{
 		Store: d.Store, CA: authority, Audit: auditLog, ReplicaID: d.Config.OpAMP.ReplicaID,
 		HeartbeatInterval:        d.Config.OpAMP.HeartbeatInterval,
 		MaxConcurrentEnrollments: d.Config.OpAMP.MaxConcurrentEnrollments,
-		Profiles:                 Profiles(certs.Profiles),
+		Profiles:                 profiles,
 		Destinations:             destinations(d.Config.Destinations),
 		Profile:                  certs.Profile,
 		RotationRate:             certs.RotationRate,
@@ -180,7 +186,7 @@ func Profiles(in map[string]config.CertProfile) map[string]ca.Profile {
 	for name, p := range in {
 		out[name] = ca.Profile{
 			Name: name, Lifetime: p.Lifetime, RenewAt: p.RenewAt, Jitter: p.Jitter, Backdate: p.Backdate,
-			KeyTypes: p.KeyTypes, RSAMinBits: p.RSAMinBits, ServerMadeKeys: p.ServerMadeKeys,
+			KeyTypes: p.KeyTypes, RSAMinBits: p.RSAMinBits, ServerMadeKeys: p.ServerMadeKeys, SANTemplates: p.SANTemplates,
 		}
 	}
 	return out
