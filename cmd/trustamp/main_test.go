@@ -155,3 +155,15 @@ func TestBadOutputAndConfig(t *testing.T) {
 		t.Fatalf("unknown config key: %v, want it named", err)
 	}
 }
+
+func TestParseSelector(t *testing.T) {
+	got, err := parseSelector(`labels.env == "prod" && labels.site=="fra"`)
+	if err != nil || len(got) != 2 || got["env"] != "prod" || got["site"] != "fra" {
+		t.Fatalf("parseSelector = %v, %v", got, err)
+	}
+	for _, bad := range []string{`labels.env != "prod"`, `env == "prod"`, `labels.env == prod`, `labels.env == "a" || labels.b == "c"`} {
+		if _, err := parseSelector(bad); err == nil {
+			t.Errorf("parseSelector(%q) accepted", bad)
+		}
+	}
+}

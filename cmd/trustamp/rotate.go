@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -13,14 +14,15 @@ import (
 
 func newRotateCmd(g *globals) *cobra.Command {
 	var (
-		cf      clientFlags
-		labels  []string
-		all     bool
-		rate    float64
-		dest    string
-		noWait  bool
-		timeout time.Duration
-		output  string
+		cf       clientFlags
+		labels   []string
+		selector string
+		all      bool
+		rate     float64
+		dest     string
+		noWait   bool
+		timeout  time.Duration
+		output   string
 	)
 	cmd := &cobra.Command{
 		Use:   "rotate [UID...]",
@@ -39,6 +41,15 @@ unless --no-wait.`,
 				return err
 			}
 			req := api.RotationRequest{UIDs: args, All: all, Rate: rate, Destination: dest}
+			if selector != "" {
+				sel, err := parseSelector(selector)
+				if err != nil {
+					return err
+				}
+				for k, v := range sel {
+					labels = append(labels, k+"="+v)
+				}
+			}
 			for _, l := range labels {
 				k, v, ok := strings.Cut(l, "=")
 				if !ok || k == "" {
@@ -95,6 +106,7 @@ unless --no-wait.`,
 	}
 	cf.register(cmd)
 	cmd.Flags().StringArrayVar(&labels, "label", nil, "rotate agents with label k=v (repeatable; all must match)")
+	cmd.Flags().StringVar(&selector, "selector", "", `label selector: 'labels.env == "prod" && labels.site == "fra"' (equality only until the policy language lands)`)
 	cmd.Flags().BoolVar(&all, "all", false, "rotate every agent")
 	cmd.Flags().Float64Var(&rate, "rate", 0, "rotations per second for this batch (default: the server's rotation_rate)")
 	cmd.Flags().StringVar(&dest, "destination", "opamp", "which certificate: opamp or a configured destination (own_metrics, ...)")
@@ -166,4 +178,20 @@ func newCertsCmd(g *globals) *cobra.Command {
 	list.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	cmd.AddCommand(list)
 	return cmd
+}
+
+var selectorTerm = regexp.MustCompile(`^\s*labels\.([A-Za-z0-9][A-Za-z0-9._/-]*)\s*==\s*"([^"]*)"\s*$`)
+
+// parseSelector reads label equality terms joined by &&, the subset of the
+// policy selector language the server can evaluate today.
+func parseSelector(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, term := range strings.Split(s, "&&") {
+		m := selectorTerm.FindStringSubmatch(term)
+		if m == nil {
+			return nil, fmt.Errorf("--selector: %q is not labels.KEY == \"VALUE\" (only label equality joined by && is supported until policies land)", strings.TrimSpace(term))
+		}
+		out[m[1]] = m[2]
+	}
+	return out, nil
 }
