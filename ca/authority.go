@@ -19,8 +19,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/smallstep/certificates/authority"
 	"github.com/smallstep/certificates/authority/provisioner"
-
-	"github.com/trustamp/trustamp/storage/keys"
 )
 
 // Config configures an Authority.
@@ -110,15 +108,9 @@ func (a *Authority) load(ctx context.Context) error {
 		iss.chainPEM = append(append([]byte(nil), interPEM...), bridgePEM...)
 		iss.intermediates.AddCert(bridge)
 	}
-	key, err := a.cfg.Keys.Get(ctx, intermediateKeyName(inter))
-	if errors.Is(err, keys.ErrNotFound) {
-		key, err = a.cfg.Keys.Get(ctx, IntermediateKeyName) // the one made at init
-	}
+	key, err := a.caKey(ctx, inter, intermediateKeyPrefix, IntermediateKeyName)
 	if err != nil {
-		return fmt.Errorf("ca: intermediate key: %w", err)
-	}
-	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(inter.PublicKey) {
-		return errors.New("ca: the intermediate key does not match intermediate.pem")
+		return err
 	}
 	iss.step, err = authority.NewEmbedded(
 		authority.WithX509RootCerts(stepRoots...),

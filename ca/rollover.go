@@ -11,19 +11,68 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/big"
 	"os"
 
 	"github.com/trustamp/trustamp/internal/atomicfile"
 	"github.com/trustamp/trustamp/storage/keys"
 )
 
-// intermediateKeyName names a rolled-over intermediate's key by its serial.
-func intermediateKeyName(c *x509.Certificate) string {
-	h := hex.EncodeToString(c.SerialNumber.Bytes())
+// Key name prefixes of CA certificates made by a rollover; their keys are
+// stored as PREFIX-<first 16 hex digits of the serial>.
+const (
+	rootKeyPrefix         = "root-ca"
+	intermediateKeyPrefix = "intermediate-ca"
+)
+
+// serialKeyName names a rolled-over CA certificate's key by its serial.
+func serialKeyName(prefix string, serial *big.Int) string {
+	h := hex.EncodeToString(serial.Bytes())
 	if len(h) > 16 {
 		h = h[:16]
 	}
-	return "intermediate-ca-" + h
+	return prefix + "-" + h
+}
+
+// caKey finds a CA certificate's key, by serial for certificates a
+// rollover made, else under the name used at init, and checks that it is
+// the certificate's key.
+func (a *Authority) caKey(ctx context.Context, cert *x509.Certificate, prefix, initName string) (crypto.Signer, error) {
+	key, err := a.cfg.Keys.Get(ctx, serialKeyName(prefix, cert.SerialNumber))
+	if errors.Is(err, keys.ErrNotFound) {
+		key, err = a.cfg.Keys.Get(ctx, initName)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ca: %s key: %w", prefix, err)
+	}
+	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(cert.PublicKey) {
+		return nil, fmt.Errorf("ca: the stored %s key does not match its certificate", prefix)
+	}
+	return key, nil
+}
+
+// mintCA makes an ECDSA P-256 key, stores it first (so a crash leaves a key
+// without a certificate, never the reverse), signs tmpl with parent (nil:
+// self-signed) and writes the certificate to path.
+func (a *Authority) mintCA(ctx context.Context, prefix string, tmpl, parent *x509.Certificate, parentKey crypto.Signer, path string) (*x509.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("ca: generate %s key: %w", prefix, err)
+	}
+	if err := a.cfg.Keys.Put(ctx, serialKeyName(prefix, tmpl.SerialNumber), key); err != nil {
+		return nil, fmt.Errorf("ca: store new %s key: %w", prefix, err)
+	}
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
+	if err != nil {
+		return nil, fmt.Errorf("ca: sign new %s: %w", prefix, err)
+	}
+	if err := atomicfile.Write(path, pemCert(der), 0o644); err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	return x509.ParseCertificate(der)
 }
 
 // RotateIntermediate replaces the issuing intermediate with a new one under
@@ -88,50 +137,15 @@ func (a *Authority) makeIntermediate(ctx context.Context) (*x509.Certificate, er
 // makeIntermediateUnder makes a new intermediate signed by parent, stores
 // its key, and writes it as intermediate-next.pem.
 func (a *Authority) makeIntermediateUnder(ctx context.Context, parent *x509.Certificate, parentKey crypto.Signer) (*x509.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("ca: generate intermediate key: %w", err)
-	}
 	tmpl := caTemplate(pkix.Name{CommonName: "trustamp intermediate CA", Organization: parent.Subject.Organization},
 		a.cfg.Clock(), intermediateLifetime, 0)
 	if tmpl.NotAfter.After(parent.NotAfter) {
 		tmpl.NotAfter = parent.NotAfter
 	}
-	probe := &x509.Certificate{SerialNumber: tmpl.SerialNumber}
-	if err := a.cfg.Keys.Put(ctx, intermediateKeyName(probe), key); err != nil {
-		return nil, fmt.Errorf("ca: store new intermediate key: %w", err)
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
-	if err != nil {
-		return nil, fmt.Errorf("ca: sign new intermediate: %w", err)
-	}
-	if err := atomicfile.Write(a.cfg.Files.Next(), pemCert(der), 0o644); err != nil {
-		return nil, fmt.Errorf("ca: %w", err)
-	}
-	return x509.ParseCertificate(der)
+	return a.mintCA(ctx, intermediateKeyPrefix, tmpl, parent, parentKey, a.cfg.Files.Next())
 }
 
-// rootKeyName names a rolled-over root's key by its serial.
-func rootKeyName(c *x509.Certificate) string {
-	h := hex.EncodeToString(c.SerialNumber.Bytes())
-	if len(h) > 16 {
-		h = h[:16]
-	}
-	return "root-ca-" + h
-}
-
-// rootKey finds a root's key: by serial for rolled-over roots, else the
-// one made at init.
+// rootKey finds a root's key.
 func (a *Authority) rootKey(ctx context.Context, root *x509.Certificate) (crypto.Signer, error) {
-	key, err := a.cfg.Keys.Get(ctx, rootKeyName(root))
-	if errors.Is(err, keys.ErrNotFound) {
-		key, err = a.cfg.Keys.Get(ctx, RootKeyName)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("ca: root key: %w", err)
-	}
-	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(root.PublicKey) {
-		return nil, errors.New("ca: the root key does not match root.pem")
-	}
-	return key, nil
+	return a.caKey(ctx, root, rootKeyPrefix, RootKeyName)
 }

@@ -3,8 +3,6 @@ package ca
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -109,22 +107,8 @@ func (a *Authority) FinishRootRollover(ctx context.Context) error {
 }
 
 func (a *Authority) makeRoot(ctx context.Context, old *x509.Certificate) (*x509.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("ca: generate root key: %w", err)
-	}
 	tmpl := caTemplate(pkix.Name{CommonName: "trustamp root CA", Organization: old.Subject.Organization}, a.cfg.Clock(), rootLifetime, 1)
-	if err := a.cfg.Keys.Put(ctx, rootKeyName(&x509.Certificate{SerialNumber: tmpl.SerialNumber}), key); err != nil {
-		return nil, fmt.Errorf("ca: store new root key: %w", err)
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return nil, fmt.Errorf("ca: create new root: %w", err)
-	}
-	if err := atomicfile.Write(a.cfg.Files.RootNext(), pemCert(der), 0o644); err != nil {
-		return nil, fmt.Errorf("ca: %w", err)
-	}
-	return x509.ParseCertificate(der)
+	return a.mintCA(ctx, rootKeyPrefix, tmpl, nil, nil, a.cfg.Files.RootNext())
 }
 
 // makeBridge writes inter's subject and key certified by the previous root:

@@ -8,26 +8,24 @@ import (
 	"testing"
 )
 
-func chainOf(t *testing.T, p []byte) []*x509.Certificate {
-	t.Helper()
+// chainOf parses every certificate in a PEM bundle.
+func chainOf(p []byte) []*x509.Certificate {
 	var out []*x509.Certificate
 	for {
 		var b *pem.Block
 		if b, p = pem.Decode(p); b == nil {
 			return out
 		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			t.Fatal(err)
+		if c, err := x509.ParseCertificate(b.Bytes); err == nil {
+			out = append(out, c)
 		}
-		out = append(out, c)
 	}
 }
 
 // verifiesUnder reports whether a PEM chain verifies for client auth under
 // exactly these roots, as an agent or server holding only them would check.
 func verifiesUnder(chainPEM []byte, roots ...*x509.Certificate) error {
-	certs := chainOfNoT(chainPEM)
+	certs := chainOf(chainPEM)
 	pool, inters := x509.NewCertPool(), x509.NewCertPool()
 	for _, r := range roots {
 		pool.AddCert(r)
@@ -37,18 +35,6 @@ func verifiesUnder(chainPEM []byte, roots ...*x509.Certificate) error {
 	}
 	_, err := certs[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inters, CurrentTime: t0, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	return err
-}
-
-func chainOfNoT(p []byte) []*x509.Certificate {
-	var out []*x509.Certificate
-	for {
-		var b *pem.Block
-		if b, p = pem.Decode(p); b == nil {
-			return out
-		}
-		c, _ := x509.ParseCertificate(b.Bytes)
-		out = append(out, c)
-	}
 }
 
 func TestRotateRoot(t *testing.T) {
@@ -74,14 +60,14 @@ func TestRotateRoot(t *testing.T) {
 	if err := verifiesUnder(before.CertPEM, old); err != nil {
 		t.Fatalf("pre-rollover chain: %v", err)
 	}
-	if got, err := a.VerifyAgent(chainOf(t, after.CertPEM)); err != nil || got != uid {
+	if got, err := a.VerifyAgent(chainOf(after.CertPEM)); err != nil || got != uid {
 		t.Fatalf("server verification of a new certificate: %v", err)
 	}
 	if _, err := a.VerifyAgent([]*x509.Certificate{before.Leaf}); err != nil {
 		t.Fatalf("server verification of a pre-rollover certificate: %v", err)
 	}
 	// The bundle agents are given holds both roots during the overlap.
-	if roots := chainOf(t, a.RootPEM()); len(roots) != 2 || !roots[0].Equal(next) || !roots[1].Equal(old) {
+	if roots := chainOf(a.RootPEM()); len(roots) != 2 || !roots[0].Equal(next) || !roots[1].Equal(old) {
 		t.Fatalf("root bundle has %d certificates, want new then old", len(roots))
 	}
 	// An intermediate rollover during the overlap keeps old-root agents
@@ -102,18 +88,18 @@ func TestRotateRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(chainOf(t, again.RootPEM())) != 2 {
+	if len(chainOf(again.RootPEM())) != 2 {
 		t.Fatal("restart lost the overlap")
 	}
 	// Finishing drops the old root and the bridge.
 	if err := again.FinishRootRollover(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if roots := chainOf(t, again.RootPEM()); len(roots) != 1 || !roots[0].Equal(next) {
+	if roots := chainOf(again.RootPEM()); len(roots) != 1 || !roots[0].Equal(next) {
 		t.Fatal("finished rollover still sends the old root")
 	}
 	latest, _ := issueOne(t, again)
-	if len(chainOf(t, latest.CertPEM)) != 2 {
+	if len(chainOf(latest.CertPEM)) != 2 {
 		t.Fatal("bridge still sent after the rollover finished")
 	}
 	if err := verifiesUnder(latest.CertPEM, old); err == nil {

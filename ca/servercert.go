@@ -60,12 +60,9 @@ func (a *Authority) ServerCertificate(ctx context.Context, names []string) (tls.
 			tmpl.DNSNames = append(tmpl.DNSNames, n)
 		}
 	}
-	intKey, err := a.cfg.Keys.Get(ctx, intermediateKeyName(iss.intermediate))
-	if errors.Is(err, keys.ErrNotFound) {
-		intKey, err = a.cfg.Keys.Get(ctx, IntermediateKeyName)
-	}
+	intKey, err := a.caKey(ctx, iss.intermediate, intermediateKeyPrefix, IntermediateKeyName)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("ca: intermediate key: %w", err)
+		return tls.Certificate{}, err
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, iss.intermediate, key.Public(), intKey)
 	if err != nil {
