@@ -24,6 +24,8 @@ import (
 	"github.com/open-telemetry/opamp-go/client"
 	"github.com/open-telemetry/opamp-go/client/types"
 	"github.com/open-telemetry/opamp-go/protobufs"
+
+	"github.com/trustamp/trustamp/opamp/extension"
 )
 
 // AgentConfig configures a simulated agent.
@@ -64,12 +66,6 @@ type DestinationCert struct {
 	Serial      string
 	CertPEM     []byte
 }
-
-// CSR capability names, as the server declares them.
-const (
-	csrCapability  = "io.trustamp.csr"
-	csrRequestType = "request-csr"
-)
 
 // Agent is one simulated fleet member.
 type Agent struct {
@@ -221,10 +217,10 @@ func (a *Agent) connectWith(ctx context.Context, certPEM []byte, key *ecdsa.Priv
 			}
 		},
 		OnMessage: func(_ context.Context, m *types.MessageData) {
-			if cm := m.CustomMessage; a.cfg.CSRCapability && cm != nil && cm.Capability == csrCapability && cm.Type == csrRequestType {
-				var req struct{ Rotation, Destination string }
+			if cm := m.CustomMessage; a.cfg.CSRCapability && cm != nil && cm.Capability == extension.CSRCapability && cm.Type == extension.CSRRequestType {
+				var req extension.CSRMessage
 				json.Unmarshal(cm.Data, &req)
-				if req.Destination == "" || req.Destination == "opamp" {
+				if req.Destination == "" || req.Destination == extension.OpAMPDestination {
 					go a.RequestRotation()
 				} else {
 					go a.requestDestinationCSR(req.Rotation, req.Destination)
@@ -257,11 +253,7 @@ func (a *Agent) connectWith(ctx context.Context, certPEM []byte, key *ecdsa.Priv
 // RequestRotation makes a fresh key and sends a CSR on the live connection,
 // as an agent renewing on its own (or asked to through io.trustamp.csr).
 func (a *Agent) RequestRotation() error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	key, csr, err := newKeyAndCSR()
 	if err != nil {
 		return err
 	}
@@ -273,7 +265,7 @@ func (a *Agent) RequestRotation() error {
 		return errors.New("loadgen: not connected")
 	}
 	return c.RequestConnectionSettings(&protobufs.ConnectionSettingsRequest{Opamp: &protobufs.OpAMPConnectionSettingsRequest{
-		CertificateRequest: &protobufs.CertificateRequest{Csr: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})},
+		CertificateRequest: &protobufs.CertificateRequest{Csr: csr},
 	}})
 }
 
@@ -358,16 +350,11 @@ func (a *Agent) switchTo(certPEM []byte, key *ecdsa.PrivateKey) {
 // requestDestinationCSR makes a key for a destination and sends its CSR as
 // an io.trustamp.csr custom message of type "csr".
 func (a *Agent) requestDestinationCSR(rotation, dest string) error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, csr, err := newKeyAndCSR()
 	if err != nil {
 		return err
 	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	if err != nil {
-		return err
-	}
-	data, _ := json.Marshal(map[string]string{"rotation": rotation, "destination": dest,
-		"csr": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))})
+	data, _ := json.Marshal(extension.CSRMessage{Rotation: rotation, Destination: dest, CSR: string(csr)})
 	a.mu.Lock()
 	c := a.client
 	if a.destKeys == nil {
@@ -378,7 +365,7 @@ func (a *Agent) requestDestinationCSR(rotation, dest string) error {
 	if c == nil {
 		return errors.New("loadgen: not connected")
 	}
-	_, err = c.SendCustomMessage(&protobufs.CustomMessage{Capability: csrCapability, Type: "csr", Data: data})
+	_, err = c.SendCustomMessage(&protobufs.CustomMessage{Capability: extension.CSRCapability, Type: extension.CSRReplyType, Data: data})
 	return err
 }
 
@@ -433,21 +420,6 @@ func (a *Agent) takeDestinationOffers(o *protobufs.ConnectionSettingsOffers) err
 		}
 	}
 	return nil
-}
-
-// destinationCapability mirrors the server's mapping from destination to
-// the capability that accepts it.
-func destinationCapability(name string) protobufs.AgentCapabilities {
-	switch name {
-	case "own_metrics":
-		return protobufs.AgentCapabilities_AgentCapabilities_ReportsOwnMetrics
-	case "own_traces":
-		return protobufs.AgentCapabilities_AgentCapabilities_ReportsOwnTraces
-	case "own_logs":
-		return protobufs.AgentCapabilities_AgentCapabilities_ReportsOwnLogs
-	default:
-		return protobufs.AgentCapabilities_AgentCapabilities_AcceptsOtherConnectionSettings
-	}
 }
 
 // Cert returns the certificate the agent currently uses.
@@ -524,13 +496,13 @@ func (a *Agent) startAs(ctx context.Context, uid uuid.UUID, hdr http.Header, cer
 		protobufs.AgentCapabilities_AgentCapabilities_ReportsConnectionSettingsStatus |
 		protobufs.AgentCapabilities_AgentCapabilities_ReportsHeartbeat
 	for _, d := range a.cfg.Destinations {
-		caps |= destinationCapability(d)
+		caps |= extension.DestinationCapability(d)
 	}
 	if err := c.SetCapabilities(&caps); err != nil {
 		return nil, err
 	}
 	if a.cfg.CSRCapability {
-		if err := c.SetCustomCapabilities(&protobufs.CustomCapabilities{Capabilities: []string{csrCapability}}); err != nil {
+		if err := c.SetCustomCapabilities(&protobufs.CustomCapabilities{Capabilities: []string{extension.CSRCapability}}); err != nil {
 			return nil, err
 		}
 	}
@@ -565,8 +537,21 @@ func (a *Agent) KeyPEM() []byte {
 	return pemKey(a.key)
 }
 
-func (a *Agent) csr() ([]byte, error) {
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, a.key)
+func (a *Agent) csr() ([]byte, error) { return csrFor(a.key) }
+
+// newKeyAndCSR makes an ECDSA P-256 key and a CSR for it (no subject: the
+// server sets the identity).
+func newKeyAndCSR() (*ecdsa.PrivateKey, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	csr, err := csrFor(key)
+	return key, csr, err
+}
+
+func csrFor(key *ecdsa.PrivateKey) ([]byte, error) {
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/trustamp/trustamp/opamp/extension"
 	"github.com/trustamp/trustamp/storage/state"
 )
 
@@ -152,7 +153,7 @@ func (c *conn) agentMessage(ctx context.Context, oc types.Connection, msg *proto
 	if st := msg.GetConnectionSettingsStatus(); st != nil {
 		c.s.rotation.settingsStatus(ctx, c, st)
 	}
-	if cm := msg.GetCustomMessage(); cm != nil && cm.Capability == CSRCapability && cm.Type == CSRReplyType {
+	if cm := msg.GetCustomMessage(); cm != nil && cm.Capability == CSRCapability && cm.Type == extension.CSRReplyType {
 		c.destinationCSR(ctx, cm, resp)
 	} else if csr := csrOf(msg); csr != nil {
 		c.offerCertificate(ctx, csr, resp)

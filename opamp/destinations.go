@@ -14,16 +14,12 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/trustamp/trustamp/ca"
+	"github.com/trustamp/trustamp/opamp/extension"
 	"github.com/trustamp/trustamp/storage/state"
 )
 
 // OpAMPDestination names the OpAMP connection among certificate destinations.
-const OpAMPDestination = "opamp"
-
-// CSRReplyType is the CustomMessage type an agent answers a destination CSR
-// request with: OpAMP's connection_settings_request carries a CSR only for
-// the OpAMP connection.
-const CSRReplyType = "csr"
+const OpAMPDestination = extension.OpAMPDestination
 
 // Destination is a connection other than OpAMP for which agents get a client
 // certificate: own_metrics, own_traces, own_logs, or another name (sent in
@@ -33,29 +29,6 @@ type Destination struct {
 	Headers  map[string]string
 	// Profile names the certificate profile; empty means Config.Profile.
 	Profile string
-}
-
-// csrMessage is the JSON in io.trustamp.csr custom messages, both ways.
-type csrMessage struct {
-	Rotation    string `json:"rotation,omitempty"`
-	Destination string `json:"destination,omitempty"`
-	Reason      string `json:"reason,omitempty"`
-	CSR         string `json:"csr,omitempty"` // PEM, in an agent's reply
-}
-
-// destinationCapability is the agent capability that says it can use a
-// destination's settings.
-func destinationCapability(name string) protobufs.AgentCapabilities {
-	switch name {
-	case "own_metrics":
-		return protobufs.AgentCapabilities_AgentCapabilities_ReportsOwnMetrics
-	case "own_traces":
-		return protobufs.AgentCapabilities_AgentCapabilities_ReportsOwnTraces
-	case "own_logs":
-		return protobufs.AgentCapabilities_AgentCapabilities_ReportsOwnLogs
-	default:
-		return protobufs.AgentCapabilities_AgentCapabilities_AcceptsOtherConnectionSettings
-	}
 }
 
 // profileFor is the certificate profile of a destination.
@@ -139,7 +112,7 @@ func (c *conn) ensureDestinations(ctx context.Context, capabilities uint64) erro
 			}
 		}
 		for name := range c.s.cfg.Destinations {
-			if have[name] || capabilities&uint64(destinationCapability(name)) == 0 {
+			if have[name] || capabilities&uint64(extension.DestinationCapability(name)) == 0 {
 				continue
 			}
 			if _, err := tx.OpenRotation(ctx, uid, name); err == nil {
@@ -159,7 +132,7 @@ func (c *conn) ensureDestinations(ctx context.Context, capabilities uint64) erro
 // destinationCSR handles an agent's CSR for a destination, sent as an
 // io.trustamp.csr CustomMessage of type "csr".
 func (c *conn) destinationCSR(ctx context.Context, cm *protobufs.CustomMessage, resp *protobufs.ServerToAgent) {
-	var m csrMessage
+	var m extension.CSRMessage
 	if err := json.Unmarshal(cm.Data, &m); err != nil || m.CSR == "" {
 		resp.ErrorResponse = badRequest("io.trustamp.csr reply: want JSON {destination, csr}")
 		return

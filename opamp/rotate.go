@@ -14,17 +14,14 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/trustamp/trustamp/audit"
+	"github.com/trustamp/trustamp/opamp/extension"
 	"github.com/trustamp/trustamp/storage/state"
 )
 
 // CSRCapability is the custom capability through which trustamp asks an
-// agent for a fresh CSR: OpAMP has no standard way for a server to do so. An
-// agent that declares it receives a CustomMessage of type CSRRequestType and
-// answers with a CSR in connection_settings_request.
-const (
-	CSRCapability  = "io.trustamp.csr"
-	CSRRequestType = "request-csr"
-)
+// agent for a fresh CSR (OpAMP has no standard way for a server to do so);
+// the contract is in package extension.
+const CSRCapability = extension.CSRCapability
 
 // Rotation methods, recorded per rotation.
 const (
@@ -268,7 +265,7 @@ func (r *rotator) advance(ctx context.Context, c *conn, rot state.Rotation) (*pr
 	}
 	accepts := protobufs.AgentCapabilities_AgentCapabilities_AcceptsOpAMPConnectionSettings
 	if dest != OpAMPDestination {
-		accepts = destinationCapability(dest)
+		accepts = extension.DestinationCapability(dest)
 	}
 	switch {
 	case hasString(agent.CustomCapabilities, CSRCapability):
@@ -276,10 +273,10 @@ func (r *rotator) advance(ctx context.Context, c *conn, rot state.Rotation) (*pr
 		if err := r.s.cfg.Store.Update(ctx, func(tx *state.Tx) error { return tx.PutRotation(ctx, rot) }); err != nil {
 			return nil, err
 		}
-		data, _ := json.Marshal(csrMessage{Rotation: rot.ID, Reason: rot.Reason, Destination: dest})
+		data, _ := json.Marshal(extension.CSRMessage{Rotation: rot.ID, Reason: rot.Reason, Destination: dest})
 		r.s.metrics.Rotations.WithLabelValues("requested").Inc()
 		return &protobufs.ServerToAgent{InstanceUid: uid[:], CustomMessage: &protobufs.CustomMessage{
-			Capability: CSRCapability, Type: CSRRequestType, Data: data}}, nil
+			Capability: CSRCapability, Type: extension.CSRRequestType, Data: data}}, nil
 
 	case r.s.profileFor(dest).ServerMadeKeys && agent.Capabilities&uint64(accepts) != 0:
 		offer, serial, err := c.issueServerKey(ctx, &rot, next(state.RotationOffered), attributesJSON(agent.Description))

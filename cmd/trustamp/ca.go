@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/trustamp/trustamp/api"
 )
 
 func newCACmd(g *globals) *cobra.Command {
@@ -35,14 +37,7 @@ interruption finishes the same rollover.`,
 			if err != nil {
 				return err
 			}
-			if output == "json" {
-				return printJSON(cmd.OutOrStdout(), res)
-			}
-			rows := [][]string{
-				{"previous", res.Previous.Serial, res.Previous.NotAfter.UTC().Format(time.RFC3339), res.Previous.FingerprintSHA256},
-				{"current", res.Current.Serial, res.Current.NotAfter.UTC().Format(time.RFC3339), res.Current.FingerprintSHA256},
-			}
-			if err := printTable(cmd.OutOrStdout(), []string{"INTERMEDIATE", "SERIAL", "EXPIRES", "SHA-256"}, rows); err != nil {
+			if err := printRollover(cmd, output, "INTERMEDIATE", res); err != nil || output == "json" {
 				return err
 			}
 			fmt.Fprintln(cmd.ErrOrStderr(), "new certificates now chain to the current intermediate; existing ones stay valid")
@@ -88,18 +83,27 @@ root. Audited and resumable.`,
 				fmt.Fprintln(cmd.ErrOrStderr(), "root rollover finished: the previous root is no longer trusted or sent")
 				return nil
 			}
-			if output == "json" {
-				return printJSON(cmd.OutOrStdout(), res)
+			if err := printRollover(cmd, output, "ROOT", res); err != nil || output == "json" {
+				return err
 			}
 			fmt.Fprintln(cmd.ErrOrStderr(), "overlap started: agents are sent both roots; run with --finish once they all trust the new one")
-			return printTable(cmd.OutOrStdout(), []string{"ROOT", "SERIAL", "EXPIRES", "SHA-256"}, [][]string{
-				{"previous", res.Previous.Serial, res.Previous.NotAfter.UTC().Format(time.RFC3339), res.Previous.FingerprintSHA256},
-				{"current", res.Current.Serial, res.Current.NotAfter.UTC().Format(time.RFC3339), res.Current.FingerprintSHA256},
-			})
+			return nil
 		},
 	}
 	cf.register(cmd)
 	cmd.Flags().BoolVar(&finish, "finish", false, "end the overlap: stop trusting and sending the previous root")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	return cmd
+}
+
+// printRollover shows a CA rollover's previous and current certificate.
+func printRollover(cmd *cobra.Command, output, kind string, res api.IntermediateRollover) error {
+	if output == "json" {
+		return printJSON(cmd.OutOrStdout(), res)
+	}
+	row := func(name string, c api.CACert) []string {
+		return []string{name, c.Serial, c.NotAfter.UTC().Format(time.RFC3339), c.FingerprintSHA256}
+	}
+	return printTable(cmd.OutOrStdout(), []string{kind, "SERIAL", "EXPIRES", "SHA-256"},
+		[][]string{row("previous", res.Previous), row("current", res.Current)})
 }

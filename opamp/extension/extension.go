@@ -1,0 +1,50 @@
+// Package extension is trustamp's addition to the OpAMP protocol, shared by
+// the server and by agents: the io.trustamp.csr custom capability, through
+// which the server asks for a CSR and an agent answers for a destination
+// other than OpAMP (whose connection_settings_request carries no CSR for
+// those), and the capability each destination's offers need.
+package extension
+
+import "github.com/open-telemetry/opamp-go/protobufs"
+
+// CSRCapability is the custom capability an agent declares to be asked for
+// CSRs, and the server declares to accept them.
+const CSRCapability = "io.trustamp.csr"
+
+// CustomMessage types under CSRCapability.
+const (
+	// CSRRequestType: server to agent, "send a fresh CSR now" (for the
+	// OpAMP connection, or for CSRMessage.Destination).
+	CSRRequestType = "request-csr"
+	// CSRReplyType: agent to server, a CSR for another destination. A CSR
+	// for the OpAMP connection goes in connection_settings_request instead.
+	CSRReplyType = "csr"
+)
+
+// OpAMPDestination names the OpAMP connection among certificate destinations.
+const OpAMPDestination = "opamp"
+
+// CSRMessage is the JSON in CSRCapability custom messages, both ways.
+type CSRMessage struct {
+	Rotation    string `json:"rotation,omitempty"`
+	Destination string `json:"destination,omitempty"`
+	Reason      string `json:"reason,omitempty"`
+	// CSR is a PEM CERTIFICATE REQUEST, in an agent's reply.
+	CSR string `json:"csr,omitempty"`
+}
+
+// DestinationCapability is the agent capability that accepts offers for a
+// destination: own_metrics, own_traces, own_logs, or any other name (sent in
+// other_connections).
+func DestinationCapability(name string) protobufs.AgentCapabilities {
+	switch name {
+	case "own_metrics":
+		return protobufs.AgentCapabilities_AgentCapabilities_ReportsOwnMetrics
+	case "own_traces":
+		return protobufs.AgentCapabilities_AgentCapabilities_ReportsOwnTraces
+	case "own_logs":
+		return protobufs.AgentCapabilities_AgentCapabilities_ReportsOwnLogs
+	default:
+		return protobufs.AgentCapabilities_AgentCapabilities_AcceptsOtherConnectionSettings
+	}
+}
