@@ -42,6 +42,9 @@ func Run(t *testing.T, open Opener) {
 		{"Certificates", testCertificates},
 		{"ConfirmRetiresPredecessor", testConfirmRetiresPredecessor},
 		{"Rotations", testRotations},
+		{"Revocations", testRevocations},
+		{"Quarantine", testQuarantine},
+		{"Counters", testCounters},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open) })
