@@ -31,6 +31,8 @@ type Agent struct {
 	CertNotAfter        *time.Time        `json:"cert_not_after,omitempty"`
 	EnrolledAt          *time.Time        `json:"enrolled_at,omitempty"`
 	EnrollmentToken     string            `json:"enrollment_token,omitempty"`
+	// Quarantine is set while the identity is quarantined.
+	Quarantine *Quarantine `json:"quarantine,omitempty"`
 }
 
 func agentView(a state.Agent) Agent {
@@ -83,9 +85,15 @@ func (a *API) listAgents(w http.ResponseWriter, r *http.Request) {
 		}
 		f.CertExpiringBefore = a.cfg.Clock().Add(d)
 	}
-	var agents []state.Agent
+	var (
+		agents      []state.Agent
+		quarantines []state.Quarantine
+	)
 	err := a.cfg.Store.View(r.Context(), func(tx *state.Tx) (err error) {
-		agents, err = tx.Agents(r.Context(), f)
+		if agents, err = tx.Agents(r.Context(), f); err != nil {
+			return err
+		}
+		quarantines, err = tx.Quarantines(r.Context())
 		return err
 	})
 	if err != nil {
@@ -93,9 +101,17 @@ func (a *API) listAgents(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "state store unavailable")
 		return
 	}
+	held := make(map[string]state.Quarantine, len(quarantines))
+	for _, q := range quarantines {
+		held[q.UID] = q
+	}
 	out := make([]Agent, 0, len(agents))
 	for _, ag := range agents {
-		out = append(out, agentView(ag))
+		v := agentView(ag)
+		if q, ok := held[ag.UID]; ok {
+			v.Quarantine = quarantineView(q)
+		}
+		out = append(out, v)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -103,9 +119,20 @@ func (a *API) listAgents(w http.ResponseWriter, r *http.Request) {
 // getAgent: GET /api/v1/agents/{uid}
 func (a *API) getAgent(w http.ResponseWriter, r *http.Request) {
 	uid := r.PathValue("uid")
-	var ag state.Agent
+	var (
+		ag          state.Agent
+		q           state.Quarantine
+		quarantined bool
+	)
 	err := a.cfg.Store.View(r.Context(), func(tx *state.Tx) (err error) {
-		ag, err = tx.Agent(r.Context(), uid)
+		if ag, err = tx.Agent(r.Context(), uid); err != nil {
+			return err
+		}
+		q, err = tx.QuarantineOf(r.Context(), uid)
+		quarantined = err == nil
+		if errors.Is(err, state.ErrNotFound) {
+			err = nil
+		}
 		return err
 	})
 	switch {
@@ -115,7 +142,11 @@ func (a *API) getAgent(w http.ResponseWriter, r *http.Request) {
 		a.log.Error("get agent", "err", err)
 		writeError(w, http.StatusServiceUnavailable, "state store unavailable")
 	default:
-		writeJSON(w, http.StatusOK, agentView(ag))
+		v := agentView(ag)
+		if quarantined {
+			v.Quarantine = quarantineView(q)
+		}
+		writeJSON(w, http.StatusOK, v)
 	}
 }
 

@@ -37,6 +37,9 @@ type Config struct {
 	Audit *audit.Log
 	// CA rolls the intermediate over. Nil means the endpoint answers 501.
 	CA CARotator
+	// Revocations revokes, undoes holds, releases quarantines and reports.
+	// Nil means those endpoints answer 501.
+	Revocations Revoker
 	// Destinations are the configured certificate destinations besides
 	// "opamp", which rotations may name.
 	Destinations []string
@@ -73,6 +76,13 @@ func New(cfg Config) *API {
 	a.mux.Handle("GET /api/v1/rotations/{id}", a.auth(a.getRotation, all...))
 	a.mux.Handle("POST /api/v1/ca/rotate-intermediate", a.auth(a.rotateIntermediate, RoleAdmin, RoleSecurity))
 	a.mux.Handle("POST /api/v1/ca/rotate-root", a.auth(a.rotateRoot, RoleAdmin, RoleSecurity))
+	if cfg.Revocations != nil {
+		a.mux.Handle("POST /api/v1/revocations", a.auth(a.createRevocation, RoleAdmin, RoleSecurity))
+		a.mux.Handle("POST /api/v1/revocations/undo", a.auth(a.undoRevocation, RoleAdmin, RoleSecurity))
+		// Lifting a quarantine is the security team's call alone.
+		a.mux.Handle("POST /api/v1/agents/{uid}/release", a.auth(a.releaseAgent, RoleSecurity))
+		a.mux.Handle("GET /api/v1/reports/revocations", a.auth(a.revocationReport, RoleAdmin, RoleSecurity, RoleAuditor))
+	}
 	a.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path)
 	})

@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/trustamp/trustamp/revocation"
 )
 
 // Client calls the admin API; the CLI is built on it.
@@ -107,6 +109,30 @@ func (c *Client) RotateRoot(ctx context.Context, finish bool) (IntermediateRollo
 		return out, c.do(ctx, http.MethodPost, "/api/v1/ca/rotate-root?finish=true", struct{}{}, &status)
 	}
 	return out, c.do(ctx, http.MethodPost, "/api/v1/ca/rotate-root", struct{}{}, &out)
+}
+
+// Revoke revokes agents and certificates.
+func (c *Client) Revoke(ctx context.Context, req RevocationRequest) (revocation.Result, error) {
+	var out revocation.Result
+	return out, c.do(ctx, http.MethodPost, "/api/v1/revocations", req, &out)
+}
+
+// UndoRevocation lifts a certificateHold.
+func (c *Client) UndoRevocation(ctx context.Context, req UndoRequest) (UndoResponse, error) {
+	var out UndoResponse
+	return out, c.do(ctx, http.MethodPost, "/api/v1/revocations/undo", req, &out)
+}
+
+// Release lifts an agent's quarantine.
+func (c *Client) Release(ctx context.Context, uid, note string) error {
+	return c.do(ctx, http.MethodPost, "/api/v1/agents/"+url.PathEscape(uid)+"/release", ReleaseRequest{Note: note}, nil)
+}
+
+// RevocationReport fetches the compliance report for [from, to).
+func (c *Client) RevocationReport(ctx context.Context, from, to time.Time) (revocation.Report, error) {
+	var out revocation.Report
+	q := url.Values{"from": {from.UTC().Format(time.RFC3339Nano)}, "to": {to.UTC().Format(time.RFC3339Nano)}}
+	return out, c.do(ctx, http.MethodGet, "/api/v1/reports/revocations?"+q.Encode(), nil, &out)
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {

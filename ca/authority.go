@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"net/url"
+	"sync"
 	"sync/atomic"
 
 	"github.com/google/uuid"
@@ -29,6 +30,11 @@ type Config struct {
 	Files Files
 	// TrustDomain is the SPIFFE trust domain of agent identities. Required.
 	TrustDomain string
+	// CRLURL and OCSPURL, when set, are written into every agent
+	// certificate (CRL distribution point, OCSP responder in the authority
+	// information access), so relying parties that are not trustamp can
+	// check revocation.
+	CRLURL, OCSPURL string
 	// Clock returns the current time. Nil means time.Now.
 	Clock func() time.Time
 }
@@ -39,6 +45,9 @@ type Config struct {
 type Authority struct {
 	cfg Config
 	cur atomic.Pointer[issuer]
+
+	ocspMu sync.Mutex
+	ocsp   *ocspSigner
 }
 
 // issuer is what signs and what is trusted today: replaced as a whole on
@@ -49,6 +58,7 @@ type issuer struct {
 	roots         *x509.CertPool    // current root, and the previous one during a root rollover
 	rootsPEM      []byte            // the same, PEM: what agents are told to trust
 	intermediate  *x509.Certificate
+	key           crypto.Signer // the intermediate's key: signs CRLs and the OCSP signer's certificate
 	chainPEM      []byte         // intermediate (and the bridge during a root rollover), after every leaf
 	intermediates *x509.CertPool // current and previous intermediates, and the bridge
 }
@@ -112,6 +122,7 @@ func (a *Authority) load(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	iss.key = key
 	iss.step, err = authority.NewEmbedded(
 		authority.WithX509RootCerts(stepRoots...),
 		authority.WithX509Signer(inter, key),
@@ -181,6 +192,13 @@ func (a *Authority) IssueAgent(ctx context.Context, csr *x509.CertificateRequest
 		c.NotAfter = now.Add(p.Lifetime)
 		c.BasicConstraintsValid = true
 		c.IsCA = false
+		c.CRLDistributionPoints, c.OCSPServer = nil, nil
+		if a.cfg.CRLURL != "" {
+			c.CRLDistributionPoints = []string{a.cfg.CRLURL}
+		}
+		if a.cfg.OCSPURL != "" {
+			c.OCSPServer = []string{a.cfg.OCSPURL}
+		}
 		return nil
 	})
 	// smallstep verifies the CSR's signature before signing; only when it

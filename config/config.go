@@ -33,6 +33,8 @@ type Config struct {
 	State        State        `yaml:"state"`
 	Audit        Audit        `yaml:"audit"`
 	Certificates Certificates `yaml:"certificates"`
+	CRL          CRL          `yaml:"crl"`
+	OCSP         OCSP         `yaml:"ocsp"`
 	// Destinations are connections other than OpAMP (the agent's own
 	// telemetry, exporters) for which agents get a client certificate of
 	// their own, by name: own_metrics, own_traces, own_logs, or any other
@@ -183,6 +185,26 @@ type Audit struct {
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
 }
 
+// CRL configures the certificate revocation list served at /v1/crl.
+type CRL struct {
+	// NextUpdate is each CRL's validity window; a fresh one is made on every
+	// revocation and at least every half of it. Zero means 1h.
+	NextUpdate time.Duration `yaml:"next_update"`
+	// URL is the distribution point written into agent certificates. Empty
+	// means https://<first opamp.server_names>:<opamp port>/v1/crl.
+	URL string `yaml:"url"`
+}
+
+// OCSP configures the OCSP responder at /v1/ocsp.
+type OCSP struct {
+	// Validity is each response's nextUpdate - thisUpdate: how long relying
+	// parties may cache it. Zero means 1h.
+	Validity time.Duration `yaml:"validity"`
+	// URL is the responder address written into agent certificates. Empty
+	// means https://<first opamp.server_names>:<opamp port>/v1/ocsp.
+	URL string `yaml:"url"`
+}
+
 // Log configures the server's structured logs.
 type Log struct {
 	// Level is debug, info, warn or error. Empty means info.
@@ -208,7 +230,9 @@ func Default() Config {
 			Profile: "default", Profiles: map[string]CertProfile{"default": CertProfile{}.withDefaults()},
 			RotationRate: 50, ScanInterval: 10 * time.Second, OfferTimeout: 2 * time.Minute, AgentCSRInterval: 10 * time.Second,
 		},
-		Log: Log{Level: "info", Format: "text"},
+		CRL:  CRL{NextUpdate: time.Hour},
+		OCSP: OCSP{Validity: time.Hour},
+		Log:  Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -293,6 +317,12 @@ func (c *Config) applyDefaults() {
 	if c.Certificates.AgentCSRInterval == 0 {
 		c.Certificates.AgentCSRInterval = cd.AgentCSRInterval
 	}
+	if c.CRL.NextUpdate == 0 {
+		c.CRL.NextUpdate = d.CRL.NextUpdate
+	}
+	if c.OCSP.Validity == 0 {
+		c.OCSP.Validity = d.OCSP.Validity
+	}
 	setString(&c.Log.Level, d.Log.Level)
 	setString(&c.Log.Format, d.Log.Format)
 }
@@ -337,6 +367,17 @@ func (c *Config) Validate() error {
 	}
 	if c.State.Postgres.MaxConns < 0 {
 		return fmt.Errorf("state.postgres.max_conns: must not be negative")
+	}
+	if c.CRL.NextUpdate < time.Minute {
+		return fmt.Errorf("crl.next_update: %s is below the 1m minimum", c.CRL.NextUpdate)
+	}
+	if c.OCSP.Validity < time.Minute {
+		return fmt.Errorf("ocsp.validity: %s is below the 1m minimum", c.OCSP.Validity)
+	}
+	for key, u := range map[string]string{"crl.url": c.CRL.URL, "ocsp.url": c.OCSP.URL} {
+		if u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			return fmt.Errorf("%s: %q is not an http(s) URL", key, u)
+		}
 	}
 	if c.Audit.CheckpointInterval < time.Second {
 		return fmt.Errorf("audit.checkpoint_interval: %s is below the 1s minimum", c.Audit.CheckpointInterval)

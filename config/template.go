@@ -50,6 +50,22 @@ audit:
   # (only when new entries exist). Minimum 1s.
   checkpoint_interval: 1m
 
+crl:
+  # Validity window of each CRL; a new one is made on every revocation and at
+  # least every half of this. Minimum 1m.
+  next_update: 1h
+  # Distribution point written into agent certificates. Empty means
+  # https://<first opamp.server_names>:<opamp port>/v1/crl.
+  url: ""
+
+ocsp:
+  # How long relying parties may cache an OCSP response (its nextUpdate).
+  # Minimum 1m.
+  validity: 1h
+  # Responder written into agent certificates. Empty means
+  # https://<first opamp.server_names>:<opamp port>/v1/ocsp.
+  url: ""
+
 certificates:
   # Profile used for agents' OpAMP connection certificates.
   profile: default

@@ -81,6 +81,13 @@ func (c *conn) onConnected(_ context.Context, oc types.Connection) {
 	if c.kind == kindAgent {
 		c.live = oc
 		c.s.conns.add(c.uid.String(), c)
+		// A revocation that committed between this connection's handshake
+		// and its registration did not see it in the registry: check again
+		// now that it is there (revocations update the set before they
+		// disconnect, so one of the two always catches it).
+		if _, revoked := c.s.revoked(c.certSerial); revoked {
+			c.s.conns.disconnectCerts(map[string][]string{c.uid.String(): {c.certSerial}})
+		}
 	}
 }
 
@@ -128,6 +135,16 @@ func (c *conn) onMessage(ctx context.Context, oc types.Connection, msg *protobuf
 
 // agentMessage handles a message on an mTLS connection.
 func (c *conn) agentMessage(ctx context.Context, oc types.Connection, msg *protobufs.AgentToServer, resp *protobufs.ServerToAgent) *protobufs.ServerToAgent {
+	if why, revoked := c.s.revoked(c.certSerial); revoked {
+		// Revoked while connected (or between requests over plain HTTP):
+		// answer nothing more on it.
+		c.s.log.Info("message on a revoked certificate refused", "uid", c.uid, "serial", c.certSerial, "reason", why)
+		c.s.metrics.Rejected.WithLabelValues(reasonRevoked).Inc()
+		if c.transport == transportWebSocket {
+			oc.Disconnect()
+		}
+		return nil
+	}
 	if uid, err := uuid.FromBytes(msg.InstanceUid); err != nil || uid != c.uid {
 		return c.impersonation(ctx, oc, msg, resp)
 	}

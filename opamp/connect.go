@@ -33,6 +33,8 @@ const (
 	reasonCSRRefused     = "csr_refused"
 	reasonCSRRate        = "csr_rate_limited"
 	reasonStateError     = "state_unavailable"
+	reasonRevoked        = "revoked_certificate"
+	reasonQuarantined    = "quarantined"
 )
 
 // onConnecting decides who may connect: (a) a valid trustamp client
@@ -84,6 +86,12 @@ func (s *Server) authenticateCert(ctx context.Context, chain []*x509.Certificate
 		return nil, reasonBadCertificate, err
 	}
 	serial := hex.EncodeToString(chain[0].SerialNumber.Bytes())
+	// The revocation set is in memory: a revoked certificate is refused
+	// before any database work.
+	if why, revoked := s.revoked(serial); revoked {
+		s.cfg.Revocations.Presented(serial)
+		return nil, reasonRevoked, fmt.Errorf("certificate %s of %s is revoked (%s)", serial, uid, why)
+	}
 	var confirmed bool
 	err = s.cfg.Store.Update(ctx, func(tx *state.Tx) error {
 		rec, err := tx.CertificateBySerial(ctx, serial)

@@ -19,6 +19,10 @@ import (
 // existing agent's identity.
 var errAlreadyEnrolled = errors.New("this instance_uid is already enrolled; an enrolled agent renews over its mTLS connection")
 
+// errQuarantined refuses certificates and enrollment to a quarantined
+// identity until an operator releases it.
+var errQuarantined = errors.New("this agent identity is quarantined after a revocation; it gets no certificate until an operator releases it")
+
 // errOneCertificate: an enrolling connection gets one certificate.
 var errOneCertificate = errors.New("an enrolling connection obtains one certificate: reconnect with it")
 
@@ -43,12 +47,17 @@ func (c *conn) offerCertificateFor(ctx context.Context, dest string, csrPEM []by
 	case errors.Is(err, errCSRRate):
 		c.s.metrics.Rejected.WithLabelValues(reasonCSRRate).Inc()
 		resp.ErrorResponse = retryLater(c.s.cfg.AgentCSRInterval, err.Error())
-	case errors.Is(err, ca.ErrCSRRefused), errors.Is(err, errAlreadyEnrolled), errors.Is(err, errOneCertificate), conflict:
+	case errors.Is(err, ca.ErrCSRRefused), errors.Is(err, errAlreadyEnrolled), errors.Is(err, errOneCertificate),
+		errors.Is(err, errQuarantined), conflict:
 		if conflict {
 			err = fmt.Errorf("enrollment token %s is used up or expired", c.token.ID)
 		}
-		c.s.metrics.Rejected.WithLabelValues(reasonCSRRefused).Inc()
-		c.s.refusals.record(ctx, refusal{reason: reasonCSRRefused, remote: c.remote, uid: c.uid.String(), detail: err.Error()})
+		reason := reasonCSRRefused
+		if errors.Is(err, errQuarantined) {
+			reason = reasonQuarantined
+		}
+		c.s.metrics.Rejected.WithLabelValues(reason).Inc()
+		c.s.refusals.record(ctx, refusal{reason: reason, remote: c.remote, uid: c.uid.String(), detail: err.Error()})
 		resp.ErrorResponse = badRequest(err.Error())
 	default:
 		c.s.log.Error("issue certificate", "uid", c.uid, "err", err)
@@ -94,11 +103,30 @@ func (c *conn) issue(ctx context.Context, dest string, csrPEM []byte) (*protobuf
 
 // enroll records a token enrollment: the token use, the new agent, its first
 // certificate and the audit entries, all in tx.
+//
+// A uid already enrolled may enroll again with a token only when it holds no
+// usable certificate (all expired or revoked, e.g. after a quarantine was
+// released): a token must never let anyone take over an identity whose
+// credentials still work.
 func (c *conn) enroll(ctx context.Context, tx *state.Tx, iss *ca.Issued, hash []byte) error {
 	uid := c.uid.String()
 	now := c.s.cfg.Clock()
+	if err := checkNotQuarantined(ctx, tx, uid); err != nil {
+		return err
+	}
+	action := "agent.enroll"
 	if _, err := tx.Agent(ctx, uid); err == nil {
-		return errAlreadyEnrolled
+		usable, err := tx.Certificates(ctx, state.CertFilter{UID: uid,
+			Statuses: []state.CertStatus{state.CertOffered, state.CertConfirmed, state.CertRetired}})
+		if err != nil {
+			return err
+		}
+		for _, cert := range usable {
+			if cert.NotAfter.After(now) {
+				return errAlreadyEnrolled
+			}
+		}
+		action = "agent.reenroll"
 	} else if !errors.Is(err, state.ErrNotFound) {
 		return err
 	}
@@ -110,7 +138,7 @@ func (c *conn) enroll(ctx context.Context, tx *state.Tx, iss *ca.Issued, hash []
 		return err
 	}
 	actor := "token:" + c.token.ID
-	if _, err := c.s.cfg.Audit.Append(ctx, tx, audit.Record{Actor: actor, Action: "agent.enroll", Subject: uid,
+	if _, err := c.s.cfg.Audit.Append(ctx, tx, audit.Record{Actor: actor, Action: action, Subject: uid,
 		Details: map[string]any{"token": c.token.ID, "labels": c.token.Labels, "remote_addr": c.remote}}); err != nil {
 		return err
 	}
@@ -157,6 +185,9 @@ func (c *conn) rotateWithCSR(ctx context.Context, tx *state.Tx, dest string, iss
 // recordIssued stores an issued certificate as offered: it is recorded
 // before it is sent.
 func (s *Server) recordIssued(ctx context.Context, tx *state.Tx, iss *ca.Issued, uid, dest string, hash []byte, serverKey bool) error {
+	if err := checkNotQuarantined(ctx, tx, uid); err != nil {
+		return err
+	}
 	s.metrics.Issued.Inc()
 	return tx.InsertCertificate(ctx, state.Certificate{
 		Serial: iss.Serial, UID: uid, NotBefore: iss.Leaf.NotBefore, NotAfter: iss.Leaf.NotAfter,
@@ -177,4 +208,15 @@ func issueDetails(iss *ca.Issued, uid, remote string, extra map[string]any) map[
 		d[k] = v
 	}
 	return d
+}
+
+func checkNotQuarantined(ctx context.Context, tx *state.Tx, uid string) error {
+	q, err := tx.QuarantineOf(ctx, uid)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		return nil
+	case err != nil:
+		return err
+	}
+	return fmt.Errorf("%w (since %s, %s)", errQuarantined, q.Since.Format(time.RFC3339), q.Reason)
 }

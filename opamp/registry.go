@@ -52,6 +52,36 @@ func (r *registry) count(uid string) int {
 	return len(r.byUID[uid])
 }
 
+// disconnectCerts closes the connections of each uid whose certificate is
+// one of its serials.
+func (r *registry) disconnectCerts(certs map[string][]string) map[string]int {
+	var victims []*conn
+	closed := map[string]int{}
+	r.mu.Lock()
+	for uid, serials := range certs {
+		for _, serial := range serials {
+			closed[serial] += 0
+		}
+		for c := range r.byUID[uid] {
+			for _, serial := range serials {
+				if c.certSerial == serial {
+					victims = append(victims, c)
+					closed[serial]++
+					delete(r.byUID[uid], c)
+				}
+			}
+		}
+		if len(r.byUID[uid]) == 0 {
+			delete(r.byUID, uid)
+		}
+	}
+	r.mu.Unlock()
+	for _, c := range victims {
+		c.live.Disconnect()
+	}
+	return closed
+}
+
 func (r *registry) disconnect(uid string) int {
 	r.mu.Lock()
 	conns := r.byUID[uid]

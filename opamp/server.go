@@ -71,12 +71,23 @@ type Config struct {
 	// AgentCSRInterval is the minimum average interval between CSRs one
 	// agent sends on its own (burst of 3). Zero means 10s.
 	AgentCSRInterval time.Duration
+	// Revocations is consulted on every handshake and message; nil means
+	// nothing is revoked (tests of other features).
+	Revocations RevocationChecker
 	// Metrics receives counters. Nil means a private, unexported set.
 	Metrics *Metrics
 	// Logger receives logs. Nil means slog.Default().
 	Logger *slog.Logger
 	// Clock returns the current time. Nil means time.Now.
 	Clock func() time.Time
+}
+
+// RevocationChecker is the in-memory revocation set; revocation.Service is
+// one. Revoked must not touch the database: it runs on every handshake.
+type RevocationChecker interface {
+	Revoked(serial string) (reason string, ok bool)
+	// Presented records that a handshake presented a revoked certificate.
+	Presented(serial string)
 }
 
 // Server handles OpAMP connections.
@@ -214,3 +225,18 @@ func (s *Server) Connected(uid string) int { return s.conns.count(uid) }
 // Disconnect closes every live WebSocket connection of an agent on this
 // replica (opamp-go will not) and reports how many it closed.
 func (s *Server) Disconnect(uid string) int { return s.conns.disconnect(uid) }
+
+// DisconnectCerts closes the live connections of each agent uid that
+// authenticated with one of the given serials, and counts them per serial:
+// revoking one certificate leaves the agent's other connections alone.
+func (s *Server) DisconnectCerts(certs map[string][]string) map[string]int {
+	return s.conns.disconnectCerts(certs)
+}
+
+// revoked reports whether serial is revoked, and why.
+func (s *Server) revoked(serial string) (string, bool) {
+	if s.cfg.Revocations == nil {
+		return "", false
+	}
+	return s.cfg.Revocations.Revoked(serial)
+}

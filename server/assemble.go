@@ -21,6 +21,7 @@ import (
 	"github.com/trustamp/trustamp/config"
 	"github.com/trustamp/trustamp/datadir"
 	"github.com/trustamp/trustamp/opamp"
+	"github.com/trustamp/trustamp/revocation"
 )
 
 // AssembleOptions adjusts Assemble for tests and the CLI.
@@ -52,7 +53,9 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 		return nil, err
 	}
 	auditLog := audit.New(audit.Config{Key: key, Logger: o.Logger, Clock: o.Clock})
-	authority, err := ca.New(ctx, ca.Config{Keys: d.Keys, Files: d.Layout.CAFiles(), TrustDomain: d.Config.TrustDomain, Clock: o.Clock})
+	crlURL, ocspURL := revocationURLs(d.Config)
+	authority, err := ca.New(ctx, ca.Config{Keys: d.Keys, Files: d.Layout.CAFiles(), TrustDomain: d.Config.TrustDomain,
+		CRLURL: crlURL, OCSPURL: ocspURL, Clock: o.Clock})
 	if err != nil {
 		return nil, err
 	}
@@ -65,6 +68,16 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 		api.NewCertCollector(d.Store, o.Clock))
 	metrics := opamp.NewMetrics()
 	if err := metrics.Register(reg); err != nil {
+		return nil, err
+	}
+	revMetrics := revocation.NewMetrics()
+	if err := revMetrics.Register(reg); err != nil {
+		return nil, err
+	}
+	revocations, err := revocation.New(revocation.Config{Store: d.Store, Audit: auditLog, CA: authority,
+		CRLNextUpdate: d.Config.CRL.NextUpdate, OCSPValidity: d.Config.OCSP.Validity,
+		Metrics: revMetrics, Logger: o.Logger, Clock: o.Clock})
+	if err != nil {
 		return nil, err
 	}
 	certs := d.Config.Certificates
@@ -85,17 +98,20 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 		ScanInterval:             certs.ScanInterval,
 		OfferTimeout:             certs.OfferTimeout,
 		AgentCSRInterval:         certs.AgentCSRInterval,
+		Revocations:              revocations,
 		Metrics:                  metrics, Logger: o.Logger, Clock: o.Clock,
 	})
 	if err != nil {
 		return nil, err
 	}
+	revocations.SetConnections(op)
 	destNames := make([]string, 0, len(d.Config.Destinations))
 	for name := range d.Config.Destinations {
 		destNames = append(destNames, name)
 	}
 	sort.Strings(destNames)
 	admin := api.New(api.Config{Store: d.Store, Audit: auditLog, CA: listenerCert, Destinations: destNames,
+		Revocations: revocations,
 		Gatherer: reg, Logger: o.Logger, Clock: o.Clock})
 	srv, err := New(Config{
 		OpAMPAddr:          d.Config.OpAMP.Addr,
@@ -109,6 +125,7 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 		OpAMP:              op,
 		TLS:                listenerCert.get,
 		CABundle:           authority.RootPEM,
+		Revocation:         revocations,
 		Admin:              admin,
 		OnListening: func(opampAddr, adminAddr net.Addr) {
 			url := "https://" + dialable(adminAddr)
@@ -125,7 +142,7 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 	if err != nil {
 		return nil, err
 	}
-	srv.OpAMP = op
+	srv.OpAMP, srv.Revocations = op, revocations
 	return srv, nil
 }
 
@@ -198,6 +215,28 @@ func destinations(in map[string]config.Destination) map[string]opamp.Destination
 		out[name] = opamp.Destination{Endpoint: d.Endpoint, Headers: d.Headers, Profile: d.Profile}
 	}
 	return out
+}
+
+// revocationURLs are the CRL and OCSP addresses written into agent
+// certificates: the configured ones, else the OpAMP listener's public
+// endpoints under its first server name.
+func revocationURLs(c config.Config) (crlURL, ocspURL string) {
+	crlURL, ocspURL = c.CRL.URL, c.OCSP.URL
+	if crlURL != "" && ocspURL != "" {
+		return crlURL, ocspURL
+	}
+	_, port, err := net.SplitHostPort(c.OpAMP.Addr)
+	if err != nil || port == "" || len(c.OpAMP.ServerNames) == 0 {
+		return crlURL, ocspURL
+	}
+	base := "https://" + net.JoinHostPort(c.OpAMP.ServerNames[0], port)
+	if crlURL == "" {
+		crlURL = base + "/v1/crl"
+	}
+	if ocspURL == "" {
+		ocspURL = base + "/v1/ocsp"
+	}
+	return crlURL, ocspURL
 }
 
 // dialable turns a listen address into one a local client can dial.

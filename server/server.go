@@ -19,6 +19,7 @@ import (
 
 	"github.com/trustamp/trustamp/audit"
 	"github.com/trustamp/trustamp/opamp"
+	"github.com/trustamp/trustamp/revocation"
 	"github.com/trustamp/trustamp/storage/state"
 )
 
@@ -55,6 +56,19 @@ type Config struct {
 	CABundle func() []byte
 	// Admin serves the admin listener beyond /healthz. Nil means none.
 	Admin http.Handler
+	// Revocation serves /v1/crl, /v1/crl.pem and /v1/ocsp and keeps the
+	// handshake revocation set current. Nil means none (tests of this
+	// package).
+	Revocation Revocation
+}
+
+// Revocation is what the listeners need from the revocation service.
+type Revocation interface {
+	Load(ctx context.Context) error
+	Run(ctx context.Context, tick <-chan time.Time) error
+	ServeCRL(http.ResponseWriter, *http.Request)
+	ServeCRLPEM(http.ResponseWriter, *http.Request)
+	ServeOCSP(http.ResponseWriter, *http.Request)
 }
 
 // OpAMPHandler is what the OpAMP listener needs from the OpAMP server.
@@ -69,8 +83,10 @@ type OpAMPHandler interface {
 // Server is trustamp serve.
 type Server struct {
 	// OpAMP is the OpAMP server when Assemble built this Server, so callers
-	// (tests, the revocation path later) can reach live connections.
+	// (tests) can reach live connections.
 	OpAMP *opamp.Server
+	// Revocations is the revocation service when Assemble built this Server.
+	Revocations *revocation.Service
 
 	cfg    Config
 	log    *slog.Logger
@@ -122,6 +138,18 @@ func (s *Server) Run(ctx context.Context) error {
 			w.Write(s.cfg.CABundle())
 		})
 	}
+	if s.cfg.Revocation != nil {
+		// The handshake set must be loaded before the first agent connects.
+		if err := s.cfg.Revocation.Load(ctx); err != nil {
+			opampL.Close()
+			adminL.Close()
+			return fmt.Errorf("server: load revocations: %w", err)
+		}
+		opampMux.HandleFunc("GET /v1/crl", s.cfg.Revocation.ServeCRL)
+		opampMux.HandleFunc("GET /v1/crl.pem", s.cfg.Revocation.ServeCRLPEM)
+		opampMux.HandleFunc("POST /v1/ocsp", s.cfg.Revocation.ServeOCSP)
+		opampMux.HandleFunc("GET /v1/ocsp/", s.cfg.Revocation.ServeOCSP)
+	}
 	opampSrv := newHTTPServer(opampMux)
 	adminMux := http.NewServeMux()
 	adminMux.Handle("GET /healthz", s.health)
@@ -156,6 +184,9 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	if s.cfg.OpAMP != nil {
 		g.Go(func() error { return s.cfg.OpAMP.RunRotations(ctx) })
+	}
+	if s.cfg.Revocation != nil {
+		g.Go(func() error { return s.cfg.Revocation.Run(ctx, nil) })
 	}
 	s.log.Info("trustamp serving", "opamp", opampL.Addr().String(), "admin", adminL.Addr().String(), "state", s.cfg.Store.Driver())
 	if s.cfg.OnListening != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net/url"
 	"sort"
 	"strconv"
@@ -14,7 +15,7 @@ import (
 
 func newAgentsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "agents", Short: "Inspect the fleet registry"}
-	cmd.AddCommand(newAgentsListCmd(g), newAgentsShowCmd(g))
+	cmd.AddCommand(newAgentsListCmd(g), newAgentsShowCmd(g), newAgentsReleaseCmd(g))
 	return cmd
 }
 
@@ -57,9 +58,10 @@ func newAgentsListCmd(g *globals) *cobra.Command {
 			}
 			rows := make([][]string, 0, len(agents))
 			for _, a := range agents {
-				rows = append(rows, []string{a.UID, yesNo(a.Connected), a.Transport, fmtTime(a.LastSeen), shortSerial(a.CertSerial), fmtTime(a.CertNotAfter), fmtLabels(a.Labels)})
+				rows = append(rows, []string{a.UID, yesNo(a.Connected), quarantineState(a.Quarantine), a.Transport, fmtTime(a.LastSeen),
+					shortSerial(a.CertSerial), fmtTime(a.CertNotAfter), fmtLabels(a.Labels)})
 			}
-			return printTable(cmd.OutOrStdout(), []string{"UID", "CONNECTED", "TRANSPORT", "LAST SEEN", "CERT", "CERT EXPIRES", "LABELS"}, rows)
+			return printTable(cmd.OutOrStdout(), []string{"UID", "CONNECTED", "QUARANTINED", "TRANSPORT", "LAST SEEN", "CERT", "CERT EXPIRES", "LABELS"}, rows)
 		},
 	}
 	cf.register(cmd)
@@ -111,7 +113,46 @@ func agentRows(a api.Agent) [][]string {
 		{"certificate", a.CertSerial}, {"cert expires", fmtTime(a.CertNotAfter)},
 		{"enrolled", fmtTime(a.EnrolledAt)}, {"enrollment token", a.EnrollmentToken},
 		{"effective config", a.EffectiveConfigHash}, {"description", string(a.Description)}, {"health", string(a.Health)},
+		{"quarantined", quarantineState(a.Quarantine)},
 	}
+}
+
+func quarantineState(q *api.Quarantine) string {
+	if q == nil {
+		return "no"
+	}
+	return fmt.Sprintf("since %s (%s by %s)", q.Since.UTC().Format(time.RFC3339), q.Reason, q.Actor)
+}
+
+func newAgentsReleaseCmd(g *globals) *cobra.Command {
+	var (
+		cf   clientFlags
+		note string
+	)
+	cmd := &cobra.Command{
+		Use:   "release UID",
+		Short: "Lift an agent's quarantine (role security; audited)",
+		Long: `release lifts the quarantine a revocation put on an agent identity, so it may
+enroll again with a fresh enrollment token. Its revoked certificates stay
+revoked. Only an admin token with role security may do this, and --note is
+required: it is recorded in the audit log.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client(g)
+			if err != nil {
+				return err
+			}
+			if err := c.Release(cmd.Context(), args[0], note); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "released %s: it may enroll again with a new enrollment token\n", args[0])
+			return nil
+		},
+	}
+	cf.register(cmd)
+	cmd.Flags().StringVar(&note, "note", "", "why the quarantine is lifted (required, audited)")
+	cmd.MarkFlagRequired("note")
+	return cmd
 }
 
 func fmtTime(t *time.Time) string {

@@ -44,6 +44,8 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newRotateCmd(g),
 		newCertsCmd(g),
 		newCACmd(g),
+		newRevokeCmd(g),
+		newReportCmd(g),
 	)
 	return root
 }

@@ -41,24 +41,9 @@ unless --no-wait.`,
 				return err
 			}
 			req := api.RotationRequest{UIDs: args, All: all, Rate: rate, Destination: dest}
-			if selector != "" {
-				sel, err := parseSelector(selector)
-				if err != nil {
-					return err
-				}
-				for k, v := range sel {
-					labels = append(labels, k+"="+v)
-				}
-			}
-			for _, l := range labels {
-				k, v, ok := strings.Cut(l, "=")
-				if !ok || k == "" {
-					return fmt.Errorf("--label %q: want key=value", l)
-				}
-				if req.Labels == nil {
-					req.Labels = map[string]string{}
-				}
-				req.Labels[k] = v
+			var err error
+			if req.Labels, err = labelSelector(labels, selector); err != nil {
+				return err
 			}
 			c, err := cf.client(g)
 			if err != nil {
@@ -178,6 +163,30 @@ func newCertsCmd(g *globals) *cobra.Command {
 	list.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	cmd.AddCommand(list)
 	return cmd
+}
+
+// labelSelector merges --label k=v flags and a --selector expression into
+// one label set; nil when neither was given.
+func labelSelector(labels []string, selector string) (map[string]string, error) {
+	var out map[string]string
+	if selector != "" {
+		sel, err := parseSelector(selector)
+		if err != nil {
+			return nil, err
+		}
+		out = sel
+	}
+	for _, l := range labels {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--label %q: want key=value", l)
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[k] = v
+	}
+	return out, nil
 }
 
 var selectorTerm = regexp.MustCompile(`^\s*labels\.([A-Za-z0-9][A-Za-z0-9._/-]*)\s*==\s*"([^"]*)"\s*$`)

@@ -344,3 +344,17 @@ func (tx *Tx) LatestCRL(ctx context.Context, issuer string) (CRL, error) {
 	c.ThisUpdate, c.NextUpdate = fromMicros(this), fromMicros(next)
 	return c, nil
 }
+
+// CRLHead returns the number and thisUpdate of the issuer's stored CRL
+// without its bytes, or ErrNotFound: what replicas poll.
+func (tx *Tx) CRLHead(ctx context.Context, issuer string) (int64, time.Time, error) {
+	var n, this int64
+	err := tx.queryRow(ctx, "SELECT number, this_update_us FROM crls WHERE issuer = ?", issuer).Scan(&n, &this)
+	if isNoRows(err) {
+		return 0, time.Time{}, fmt.Errorf("CRL of %s: %w", issuer, ErrNotFound)
+	}
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("state: CRL of %s: %w", issuer, err)
+	}
+	return n, fromMicros(this), nil
+}
