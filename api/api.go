@@ -71,6 +71,7 @@ func New(cfg Config) *API {
 	a.mux.Handle("GET /api/v1/agents", a.auth(a.listAgents, all...))
 	a.mux.Handle("GET /api/v1/agents/{uid}", a.auth(a.getAgent, all...))
 	a.mux.Handle("POST /api/v1/tokens", a.auth(a.createToken, RoleAdmin, RoleSecurity))
+	a.mux.Handle("POST /api/v1/admin-tokens", a.auth(a.createAdminToken, RoleAdmin))
 	a.mux.Handle("GET /api/v1/certificates", a.auth(a.listCertificates, all...))
 	a.mux.Handle("POST /api/v1/rotations", a.auth(a.createRotation, RoleAdmin, RoleSecurity))
 	a.mux.Handle("GET /api/v1/rotations/{id}", a.auth(a.getRotation, all...))

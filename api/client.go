@@ -111,6 +111,20 @@ func (c *Client) RotateRoot(ctx context.Context, finish bool) (IntermediateRollo
 	return out, c.do(ctx, http.MethodPost, "/api/v1/ca/rotate-root", struct{}{}, &out)
 }
 
+// WithToken returns a client for the same server authenticating with
+// another token.
+func (c *Client) WithToken(token string) *Client {
+	cp := *c
+	cp.token = token
+	return &cp
+}
+
+// CreateAdminToken mints an admin API token with a role.
+func (c *Client) CreateAdminToken(ctx context.Context, req AdminTokenRequest) (AdminTokenResponse, error) {
+	var out AdminTokenResponse
+	return out, c.do(ctx, http.MethodPost, "/api/v1/admin-tokens", req, &out)
+}
+
 // Revoke revokes agents and certificates.
 func (c *Client) Revoke(ctx context.Context, req RevocationRequest) (revocation.Result, error) {
 	var out revocation.Result
@@ -168,6 +182,9 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 			return fmt.Errorf("api: %s %s: %s (HTTP %d)", method, ref.Path, e.Error, resp.StatusCode)
 		}
 		return fmt.Errorf("api: %s %s: HTTP %d", method, ref.Path, resp.StatusCode)
+	}
+	if out == nil {
+		return nil
 	}
 	if err := json.Unmarshal(b, out); err != nil {
 		return fmt.Errorf("api: %s %s: decode response: %w", method, ref.Path, err)

@@ -101,3 +101,62 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request) {
 }
 
 func hexString(b []byte) string { return hex.EncodeToString(b) }
+
+// AdminTokenRequest is the body of POST /api/v1/admin-tokens.
+type AdminTokenRequest struct {
+	// Name says whose token it is ("alice", "ci-release").
+	Name string `json:"name"`
+	// Role is admin, security, release or auditor.
+	Role string `json:"role"`
+}
+
+// AdminTokenResponse carries the secret, shown once.
+type AdminTokenResponse struct {
+	ID    string `json:"id"`
+	Name  string `json:"name"`
+	Role  string `json:"role"`
+	Token string `json:"token"`
+}
+
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$`)
+
+// createAdminToken: POST /api/v1/admin-tokens (role admin). Separation of
+// duties needs tokens per role: a security token may release quarantines,
+// a release token publishes, an auditor token only reads reports.
+func (a *API) createAdminToken(w http.ResponseWriter, r *http.Request) {
+	var req AdminTokenRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	if !namePattern.MatchString(req.Name) {
+		writeError(w, http.StatusBadRequest, "name %q: letters, digits and ._@- (max 63)", req.Name)
+		return
+	}
+	switch req.Role {
+	case RoleAdmin, RoleSecurity, RoleRelease, RoleAuditor:
+	default:
+		writeError(w, http.StatusBadRequest, "role %q: want admin, security, release or auditor", req.Role)
+		return
+	}
+	tok, err := tokens.New(tokens.AdminPrefix)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "mint token: %v", err)
+		return
+	}
+	p := principal(r.Context())
+	err = a.cfg.Store.Update(r.Context(), func(tx *state.Tx) error {
+		if err := tx.InsertAdminToken(r.Context(), state.AdminToken{ID: tok.ID, Name: req.Name, Role: req.Role,
+			Hash: tok.Hash, CreatedAt: a.cfg.Clock()}); err != nil {
+			return err
+		}
+		_, err := a.cfg.Audit.Append(r.Context(), tx, audit.Record{Actor: p.Actor(), Action: "admin_token.create", Subject: tok.ID,
+			Details: map[string]any{"name": req.Name, "role": req.Role}})
+		return err
+	})
+	if err != nil {
+		a.log.Error("create admin token", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "state store unavailable")
+		return
+	}
+	writeJSON(w, http.StatusCreated, AdminTokenResponse{ID: tok.ID, Name: req.Name, Role: req.Role, Token: tok.Secret})
+}

@@ -39,6 +39,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newServeCmd(g),
 		newAuditCmd(g),
 		newTokenCmd(g),
+		newAdminTokenCmd(g),
 		newAgentsCmd(g),
 		newLoadgenCmd(g),
 		newRotateCmd(g),

@@ -63,3 +63,50 @@ enrolled agent's labels.`,
 	cmd.AddCommand(create)
 	return cmd
 }
+
+func newAdminTokenCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "admin-token", Short: "Manage admin API tokens (role admin)"}
+	var (
+		cf         clientFlags
+		name, role string
+		output     string
+	)
+	create := &cobra.Command{
+		Use:   "create --name NAME --role ROLE",
+		Short: "Create an admin API token with a role (printed alone on stdout)",
+		Long: `create mints an admin API token for a person or a pipeline. Roles:
+  admin     everything, including creating tokens
+  security  revoke, undo holds, release quarantines, rotate, enrollment tokens
+  release   publish and manage packages
+  auditor   read-only: registry, certificates, reports
+The token is shown once and stored hashed; its creation is audited.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output, "token", "json"); err != nil {
+				return err
+			}
+			c, err := cf.client(g)
+			if err != nil {
+				return err
+			}
+			res, err := c.CreateAdminToken(cmd.Context(), api.AdminTokenRequest{Name: name, Role: role})
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), res.Token)
+			fmt.Fprintf(cmd.ErrOrStderr(), "admin token %s (%s, role %s): shown once, keep it secret\n", res.ID, res.Name, res.Role)
+			return nil
+		},
+	}
+	cf.register(create)
+	create.Flags().StringVar(&name, "name", "", "whose token it is (required)")
+	create.Flags().StringVar(&role, "role", "", "admin, security, release or auditor (required)")
+	create.Flags().StringVarP(&output, "output", "o", "token", "output: token (the secret alone) or json")
+	create.MarkFlagRequired("name")
+	create.MarkFlagRequired("role")
+	cmd.AddCommand(create)
+	return cmd
+}
