@@ -36,10 +36,13 @@ func newFleet(t *testing.T) *fleet {
 	env := servertest.Start(t, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
+	return &fleet{t: t, env: env, ctx: ctx, http: newFleetHTTP(env)}
+}
+
+func newFleetHTTP(env *servertest.Env) *http.Client {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(env.CAPEM)
-	return &fleet{t: t, env: env, ctx: ctx,
-		http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}}
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 }
 
 func (f *fleet) token(labels map[string]string) string {

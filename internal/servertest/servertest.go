@@ -69,6 +69,13 @@ func StartWithEnv(t testing.TB, configYAML string, env map[string]string) *Env {
 	return start(t, filepath.Join(t.TempDir(), "data"), configYAML, func(k string) string { return env[k] })
 }
 
+// StartInWithEnv is StartIn with environment overrides: two calls on one
+// root with a shared PostgreSQL DSN are two replicas of one deployment.
+func StartInWithEnv(t testing.TB, root, configYAML string, env map[string]string) *Env {
+	t.Helper()
+	return start(t, root, configYAML, func(k string) string { return env[k] })
+}
+
 func start(t testing.TB, root, configYAML string, getenv func(string) string) *Env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
