@@ -74,9 +74,9 @@ func (s *Service) regenerateCRL(ctx context.Context) (int64, error) {
 	defer s.crlMu.Unlock()
 	start := time.Now()
 	now := s.cfg.Clock().UTC().Truncate(time.Second)
-	var rs []state.Revocation
+	var rs []state.RevokedSerial
 	if err := s.cfg.Store.View(ctx, func(tx *state.Tx) (err error) {
-		rs, err = tx.RevocationsInForce(ctx, now)
+		rs, err = tx.RevokedSerials(ctx, now)
 		return err
 	}); err != nil {
 		return 0, fmt.Errorf("CRL entries: %w", err)
@@ -114,7 +114,7 @@ func (s *Service) regenerateCRL(ctx context.Context) (int64, error) {
 	return number, nil
 }
 
-func crlEntries(rs []state.Revocation) ([]x509.RevocationListEntry, error) {
+func crlEntries(rs []state.RevokedSerial) ([]x509.RevocationListEntry, error) {
 	out := make([]x509.RevocationListEntry, 0, len(rs))
 	for _, r := range rs {
 		n, ok := new(big.Int).SetString(r.Serial, 16)

@@ -132,14 +132,14 @@ func (s *Service) SetConnections(c Connections) { s.conns.Store(&c) }
 // CRL exists. It runs before the OpAMP listener accepts anything.
 func (s *Service) Load(ctx context.Context) error {
 	var (
-		rs  []state.Revocation
+		rs  []state.RevokedSerial
 		seq int64
 	)
 	err := s.cfg.Store.View(ctx, func(tx *state.Tx) (err error) {
 		if seq, err = tx.Counter(ctx, state.CounterRevocationChange); err != nil {
 			return err
 		}
-		rs, err = tx.RevocationsInForce(ctx, s.cfg.Clock())
+		rs, err = tx.RevokedSerials(ctx, s.cfg.Clock())
 		return err
 	})
 	if err != nil {
@@ -577,9 +577,9 @@ func (s *Service) Sync(ctx context.Context) error {
 }
 
 func (s *Service) rebuild(ctx context.Context) error {
-	var rs []state.Revocation
+	var rs []state.RevokedSerial
 	err := s.cfg.Store.View(ctx, func(tx *state.Tx) (err error) {
-		rs, err = tx.RevocationsInForce(ctx, s.cfg.Clock())
+		rs, err = tx.RevokedSerials(ctx, s.cfg.Clock())
 		return err
 	})
 	if err != nil {

@@ -53,7 +53,7 @@ func (s *set) apply(rs []state.Revocation) map[string][]string {
 
 // replace swaps in a fresh set read from the store (certificates past their
 // expiry are left out: nobody can present them).
-func (s *set) replace(rs []state.Revocation) {
+func (s *set) replace(rs []state.RevokedSerial) {
 	m := make(map[string]entry, len(rs))
 	for _, r := range rs {
 		m[r.Serial] = entry{uid: r.UID, reason: r.Reason, revokedAt: r.RevokedAt}

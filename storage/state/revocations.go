@@ -144,13 +144,6 @@ func (tx *Tx) UndoRevocation(ctx context.Context, serial, by, note string, now t
 	return r, nil
 }
 
-// RevocationsInForce lists revocations not undone whose certificate has not
-// expired at now: the CRL's entries and the handshake set.
-func (tx *Tx) RevocationsInForce(ctx context.Context, now time.Time) ([]Revocation, error) {
-	return tx.revocations(ctx, "SELECT "+revocationColumns+
-		" FROM revocations WHERE undone_at_us = 0 AND not_after_us > ? ORDER BY change_seq", micros(now))
-}
-
 // RevocationChanges lists revocations revoked or undone after change
 // sequence number after, in order: how a replica catches up.
 func (tx *Tx) RevocationChanges(ctx context.Context, after int64, limit int) ([]Revocation, error) {
@@ -357,4 +350,38 @@ func (tx *Tx) CRLHead(ctx context.Context, issuer string) (int64, time.Time, err
 		return 0, time.Time{}, fmt.Errorf("state: CRL of %s: %w", issuer, err)
 	}
 	return n, fromMicros(this), nil
+}
+
+// RevokedSerial is the part of a revocation in force that the CRL and the
+// handshake set need.
+type RevokedSerial struct {
+	Serial    string
+	UID       string
+	Reason    string
+	RevokedAt time.Time
+}
+
+// RevokedSerials lists the revocations in force whose certificate has not
+// expired at now: RevocationsInForce with only the columns a CRL of 100,000
+// entries needs, read without building full rows.
+func (tx *Tx) RevokedSerials(ctx context.Context, now time.Time) ([]RevokedSerial, error) {
+	rows, err := tx.query(ctx, `SELECT serial, uid, reason, revoked_at_us FROM revocations
+		WHERE undone_at_us = 0 AND not_after_us > ?`, micros(now))
+	if err != nil {
+		return nil, fmt.Errorf("state: revoked serials: %w", err)
+	}
+	defer rows.Close()
+	var out []RevokedSerial
+	for rows.Next() {
+		var (
+			r  RevokedSerial
+			at int64
+		)
+		if err := rows.Scan(&r.Serial, &r.UID, &r.Reason, &at); err != nil {
+			return nil, fmt.Errorf("state: revoked serials: %w", err)
+		}
+		r.RevokedAt = fromMicros(at)
+		out = append(out, r)
+	}
+	return out, rows.Err()
 }

@@ -3,6 +3,7 @@ package statetest
 import (
 	"context"
 	"errors"
+	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -65,12 +66,14 @@ func testRevocations(t *testing.T, open Opener) {
 		t.Fatalf("revoke after undo: %v", err)
 	}
 	// In force at now: a1 and b1 (the second revocation). a1 expires after one hour.
-	inForce := mustView(t, s, func(tx *state.Tx) ([]state.Revocation, error) { return tx.RevocationsInForce(ctx, now) })
-	if len(inForce) != 2 || inForce[1].Serial != "b1" || inForce[1].Reason != "keyCompromise" {
+	inForce := mustView(t, s, func(tx *state.Tx) ([]state.RevokedSerial, error) { return tx.RevokedSerials(ctx, now) })
+	sort.Slice(inForce, func(i, j int) bool { return inForce[i].Serial < inForce[j].Serial })
+	if len(inForce) != 2 || inForce[1].Serial != "b1" || inForce[1].Reason != "keyCompromise" || inForce[1].UID != "agent-b" ||
+		!inForce[1].RevokedAt.Equal(now) {
 		t.Fatalf("in force: %+v", inForce)
 	}
-	later := mustView(t, s, func(tx *state.Tx) ([]state.Revocation, error) {
-		return tx.RevocationsInForce(ctx, now.Add(90*time.Minute))
+	later := mustView(t, s, func(tx *state.Tx) ([]state.RevokedSerial, error) {
+		return tx.RevokedSerials(ctx, now.Add(90*time.Minute))
 	})
 	if len(later) != 1 || later[0].Serial != "b1" {
 		t.Fatalf("after a1 expired: %+v", later)
