@@ -58,7 +58,7 @@ type issuer struct {
 	roots         *x509.CertPool    // current root, and the previous one during a root rollover
 	rootsPEM      []byte            // the same, PEM: what agents are told to trust
 	intermediate  *x509.Certificate
-	key           crypto.Signer // the intermediate's key: signs CRLs and the OCSP signer's certificate
+	key           crypto.Signer  // the intermediate's key: signs CRLs and the OCSP signer's certificate
 	chainPEM      []byte         // intermediate (and the bridge during a root rollover), after every leaf
 	intermediates *x509.CertPool // current and previous intermediates, and the bridge
 }

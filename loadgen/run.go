@@ -32,7 +32,16 @@ type Config struct {
 	// CSRCapability and AcceptServerKeys configure how agents follow
 	// rotations (see AgentConfig).
 	CSRCapability, AcceptServerKeys bool
+	// Revoke, after every agent connected (and Hold passed), revokes this
+	// many of them one at a time through Revoker while the rest stay
+	// connected, and reports the latencies.
+	Revoke  int
+	Revoker Revoker
 }
+
+// Revoker revokes one agent and reports how long the server took from the
+// request to the last live connection closed, and how many it closed.
+type Revoker func(ctx context.Context, uid string) (disconnect time.Duration, closed int, err error)
 
 // Report is what a run measured.
 type Report struct {
@@ -53,6 +62,18 @@ type Report struct {
 	// Rotated counts agents that reconnected with a new certificate during
 	// the run (for example during --hold while an operator rotates).
 	Rotated int `json:"rotated"`
+	// Revoked counts revocations made (Config.Revoke); RevokeClosed the live
+	// connections they closed. RevokeDisconnect* is the server's request to
+	// last-connection-closed time, RevokeAPI* the whole API round trip
+	// (which also waits for the new CRL).
+	Revoked               int           `json:"revoked,omitempty"`
+	RevokeClosed          int           `json:"revoke_closed_connections,omitempty"`
+	RevokeDisconnectP50   time.Duration `json:"revoke_disconnect_p50_ns,omitempty"`
+	RevokeDisconnectP99   time.Duration `json:"revoke_disconnect_p99_ns,omitempty"`
+	RevokeDisconnectMax   time.Duration `json:"revoke_disconnect_max_ns,omitempty"`
+	RevokeAPIP50          time.Duration `json:"revoke_api_p50_ns,omitempty"`
+	RevokeAPIP99          time.Duration `json:"revoke_api_p99_ns,omitempty"`
+	ConnectedDuringRevoke int           `json:"connected_during_revoke,omitempty"`
 }
 
 // Run simulates cfg.Agents agents: each enrolls (token + CSR), then
@@ -130,6 +151,25 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		}
 		stopHoldProgress()
 	}
+	var revokeLat, revokeAPI []time.Duration
+	revokedN, closedN, during := 0, 0, len(agents)
+	if cfg.Revoke > 0 && cfg.Revoker != nil {
+		for _, a := range agents[:min(cfg.Revoke, len(agents))] {
+			if ctx.Err() != nil {
+				break
+			}
+			t0 := time.Now()
+			d, closed, err := cfg.Revoker(ctx, a.UID.String())
+			if err != nil {
+				fail("revoke", err)
+				continue
+			}
+			revokeAPI = append(revokeAPI, time.Since(t0))
+			revokeLat = append(revokeLat, d)
+			revokedN++
+			closedN += closed
+		}
+	}
 	var swg sync.WaitGroup
 	for _, a := range agents {
 		swg.Add(1)
@@ -144,6 +184,12 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}
 	r.EnrollP50, r.EnrollP99, r.EnrollMax = quantile(enrollLat, 0.50), quantile(enrollLat, 0.99), quantile(enrollLat, 1)
 	r.ConnectP50, r.ConnectP99 = quantile(connLat, 0.50), quantile(connLat, 0.99)
+	if revokedN > 0 {
+		r.Revoked, r.RevokeClosed, r.ConnectedDuringRevoke = revokedN, closedN, during
+		r.RevokeDisconnectP50, r.RevokeDisconnectP99 = quantile(revokeLat, 0.50), quantile(revokeLat, 0.99)
+		r.RevokeDisconnectMax = quantile(revokeLat, 1)
+		r.RevokeAPIP50, r.RevokeAPIP99 = quantile(revokeAPI, 0.50), quantile(revokeAPI, 0.99)
+	}
 	return r, ctx.Err()
 }
 

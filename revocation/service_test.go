@@ -276,7 +276,7 @@ func BenchmarkCRL100k(b *testing.B) {
 	now := h.clk.now()
 	err := h.store.Update(ctx, func(tx *state.Tx) error {
 		for i := 0; i < n; i++ {
-			serial := hex.EncodeToString(big.NewInt(int64(0x40_0000_0000+i)).Bytes())
+			serial := hex.EncodeToString(big.NewInt(int64(0x40_0000_0000 + i)).Bytes())
 			if err := tx.InsertCertificate(ctx, state.Certificate{Serial: serial, UID: "agent", NotBefore: now,
 				NotAfter: now.Add(24 * time.Hour), Status: state.CertConfirmed, IssuedAt: now, Profile: "default"}); err != nil {
 				return err

@@ -58,7 +58,11 @@ func newAgentsListCmd(g *globals) *cobra.Command {
 			}
 			rows := make([][]string, 0, len(agents))
 			for _, a := range agents {
-				rows = append(rows, []string{a.UID, yesNo(a.Connected), quarantineState(a.Quarantine), a.Transport, fmtTime(a.LastSeen),
+				quarantined := "no"
+				if a.Quarantine != nil {
+					quarantined = "yes (" + a.Quarantine.Reason + ")"
+				}
+				rows = append(rows, []string{a.UID, yesNo(a.Connected), quarantined, a.Transport, fmtTime(a.LastSeen),
 					shortSerial(a.CertSerial), fmtTime(a.CertNotAfter), fmtLabels(a.Labels)})
 			}
 			return printTable(cmd.OutOrStdout(), []string{"UID", "CONNECTED", "QUARANTINED", "TRANSPORT", "LAST SEEN", "CERT", "CERT EXPIRES", "LABELS"}, rows)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/trustamp/trustamp/api"
 	"github.com/trustamp/trustamp/loadgen"
 )
 
@@ -45,6 +47,21 @@ Use https://... for OpAMP's plain-HTTP transport.`,
 				return fmt.Errorf("--ca: %w", err)
 			}
 			cfg.Progress = cmd.ErrOrStderr()
+			if cfg.Revoke > 0 {
+				// The admin API: TRUSTAMP_SERVER/TRUSTAMP_TOKEN, else the
+				// local server of --data.
+				admin, err := (&clientFlags{}).client(g)
+				if err != nil {
+					return fmt.Errorf("--revoke needs the admin API: %w", err)
+				}
+				cfg.Revoker = func(ctx context.Context, uid string) (time.Duration, int, error) {
+					res, err := admin.Revoke(ctx, api.RevocationRequest{UIDs: []string{uid}, Reason: "keyCompromise", Note: "loadgen"})
+					if err != nil || res.DisconnectedAt == nil {
+						return 0, 0, err
+					}
+					return res.DisconnectedAt.Sub(res.RequestedAt), res.ClosedConnections, nil
+				}
+			}
 			rep, err := loadgen.Run(cmd.Context(), cfg)
 			if output == "json" {
 				printJSON(cmd.OutOrStdout(), rep)
@@ -58,6 +75,14 @@ Use https://... for OpAMP's plain-HTTP transport.`,
 					{"mTLS connect p50 / p99", fmt.Sprintf("%s / %s", ms(rep.ConnectP50), ms(rep.ConnectP99))},
 					{"rotated during the run", fmt.Sprint(rep.Rotated)},
 				})
+				if rep.Revoked > 0 {
+					printTable(cmd.OutOrStdout(), []string{"REVOCATION", "VALUE"}, [][]string{
+						{"revoked (one at a time)", fmt.Sprintf("%d of %d connected", rep.Revoked, rep.ConnectedDuringRevoke)},
+						{"live connections closed", fmt.Sprint(rep.RevokeClosed)},
+						{"request to disconnect p50 / p99 / max", fmt.Sprintf("%s / %s / %s", ms(rep.RevokeDisconnectP50), ms(rep.RevokeDisconnectP99), ms(rep.RevokeDisconnectMax))},
+						{"API round trip p50 / p99 (incl. new CRL)", fmt.Sprintf("%s / %s", ms(rep.RevokeAPIP50), ms(rep.RevokeAPIP99))},
+					})
+				}
 				for kind, n := range rep.ErrorKind {
 					fmt.Fprintf(cmd.ErrOrStderr(), "error x%d: %s\n", n, kind)
 				}
@@ -78,6 +103,7 @@ Use https://... for OpAMP's plain-HTTP transport.`,
 	cmd.Flags().DurationVar(&cfg.Hold, "hold", 0, "keep all agents connected this long after the last connects")
 	cmd.Flags().BoolVar(&cfg.CSRCapability, "csr-capability", true, "agents declare io.trustamp.csr and answer CSR requests")
 	cmd.Flags().BoolVar(&cfg.AcceptServerKeys, "accept-server-keys", false, "agents accept offers with server-made keys")
+	cmd.Flags().IntVar(&cfg.Revoke, "revoke", 0, "after all connected, revoke this many agents one at a time (admin API from TRUSTAMP_SERVER/TOKEN or --data) and report revocation-to-disconnect latency")
 	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding an enrollment token with enough uses (required)")
 	cmd.Flags().StringVar(&caFile, "ca", "", "CA bundle (default: DATA/ca/root.pem)")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
