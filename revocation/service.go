@@ -386,11 +386,11 @@ func (s *Service) enforce(ctx context.Context, revs []state.Revocation, requeste
 		closed = (*c).DisconnectCerts(added)
 	}
 	at := s.cfg.Clock()
-	any := false
+	someClosed := false
 	for _, n := range closed {
-		any = any || n > 0
+		someClosed = someClosed || n > 0
 	}
-	if !any {
+	if !someClosed {
 		return closed, at
 	}
 	s.metrics.Disconnect.Observe(at.Sub(requested).Seconds())
