@@ -280,6 +280,24 @@ func TestRevokeConnectedAgent(t *testing.T) {
 	if rep.Checkpoint == nil || rep.Checkpoint.Seq < row.AuditSeq {
 		t.Fatalf("report checkpoint %+v does not cover audit entry %d", rep.Checkpoint, row.AuditSeq)
 	}
+	// Metrics: the revocation by reason, the refused presentations, the
+	// disconnect latency and the CRL.
+	resp, err := f.http.Get(f.env.AdminURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`trustamp_revocations_total{reason="keyCompromise"} 1`, "trustamp_revocation_disconnect_seconds_count 1",
+		"trustamp_crl_entries 1", "trustamp_revoked_certificates 1", "trustamp_crl_generation_seconds_count"} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if !strings.Contains(string(metrics), "trustamp_revoked_certificates_presented_total") ||
+		strings.Contains(string(metrics), "trustamp_revoked_certificates_presented_total 0\n") {
+		t.Error("/metrics does not count the refused presentation")
+	}
 	pub, err := f.env.Dir.AuditPublicKey()
 	if err != nil {
 		t.Fatal(err)

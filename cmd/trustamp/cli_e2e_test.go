@@ -92,3 +92,67 @@ func TestTokenAndAgentsCommands(t *testing.T) {
 		t.Fatalf("no local server: %v", err)
 	}
 }
+
+func TestRevokeReleaseAndReportCommands(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	opampAddr := servertest.StartIn(t, dir, "").OpAMPAddr
+	token, _, err := run(t, "token", "create", "--data", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, _ := os.ReadFile(filepath.Join(dir, "ca", "root.pem"))
+	a, _ := loadgen.NewAgent(loadgen.AgentConfig{ServerURL: "wss://" + opampAddr + "/v1/opamp", CAPEM: caPEM})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := a.Enroll(ctx, strings.TrimSpace(token)); err != nil {
+		t.Fatal(err)
+	}
+	uid := a.UID.String()
+
+	if _, _, err := run(t, "revoke", uid, "--data", dir); err == nil || !strings.Contains(err.Error(), "reason") {
+		t.Fatalf("revoke without --reason: %v", err)
+	}
+	if _, _, err := run(t, "revoke", uid, "--reason", "lost", "--data", dir); err == nil || !strings.Contains(err.Error(), "keyCompromise") {
+		t.Fatalf("revoke with an unknown reason: %v, want the valid reasons listed", err)
+	}
+	out, stderr, err := run(t, "revoke", uid, "--reason", "affiliationChanged", "--note", "sold", "--data", dir)
+	if err != nil || !strings.Contains(out, uid) || !strings.Contains(stderr, "1 agents quarantined") || !strings.Contains(stderr, "CRL number") {
+		t.Fatalf("revoke: %v\n%s\n%s", err, out, stderr)
+	}
+	if out, _, _ := run(t, "agents", "list", "--data", dir); !strings.Contains(out, "yes (affiliationChanged)") {
+		t.Fatalf("agents list does not show the quarantine:\n%s", out)
+	}
+	if _, _, err := run(t, "agents", "release", uid, "--note", "rehired", "--data", dir); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("release with the admin token: %v, want 403", err)
+	}
+	sec, _, err := run(t, "admin-token", "create", "--name", "alice", "--role", "security", "--data", dir)
+	if err != nil || !strings.HasPrefix(sec, "tsa_") {
+		t.Fatalf("admin-token create: %v %q", err, sec)
+	}
+	if _, _, err := run(t, "admin-token", "create", "--name", "bob", "--role", "root", "--data", dir); err == nil {
+		t.Fatal("admin-token create accepted role root")
+	}
+	if out, _, err := run(t, "agents", "release", uid, "--note", "rehired", "--token", strings.TrimSpace(sec), "--data", dir); err != nil ||
+		!strings.Contains(out, "released") {
+		t.Fatalf("release with a security token: %v\n%s", err, out)
+	}
+	out, _, err = run(t, "report", "revocations", "--from", "1h", "--data", dir, "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Revocations []struct {
+			UID    string `json:"uid"`
+			Reason string `json:"reason"`
+			Note   string `json:"note"`
+		} `json:"revocations"`
+		ByReason map[string]int `json:"totals_by_reason"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || len(rep.Revocations) != 1 || rep.Revocations[0].UID != uid ||
+		rep.Revocations[0].Note != "sold" || rep.ByReason["affiliationChanged"] != 1 {
+		t.Fatalf("report -o json: %v\n%s", err, out)
+	}
+	if out, _, err := run(t, "report", "revocations", "--from", "1h", "--data", dir); err != nil || !strings.Contains(out, "signed checkpoint") {
+		t.Fatalf("report table: %v\n%s", err, out)
+	}
+}

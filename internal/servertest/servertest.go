@@ -46,6 +46,7 @@ type Env struct {
 	OpAMPAddr string // host:port
 	CAPEM     []byte
 	Admin     *api.Client // authenticated with the local admin credential
+	AdminURL  string      // https://host:port of the admin listener
 	Clock     *Clock
 }
 
@@ -137,7 +138,7 @@ func start(t testing.TB, root, configYAML string, getenv func(string) string) *E
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Env{Dir: d, Server: srv, OpAMPAddr: ol.Addr().String(), CAPEM: caPEM, Admin: admin, Clock: clk}
+	return &Env{Dir: d, Server: srv, OpAMPAddr: ol.Addr().String(), CAPEM: caPEM, Admin: admin, AdminURL: cred.Server, Clock: clk}
 }
 
 // URL is the OpAMP endpoint for a transport: "websocket" or "http".
