@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"io"
 	"math/big"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -234,6 +236,15 @@ func TestRevokeConnectedAgent(t *testing.T) {
 	}
 	if r := f.ocsp(&x509.Certificate{SerialNumber: big.NewInt(424242)}); r.Status != ocsp.Unknown {
 		t.Fatalf("OCSP for a serial never issued: %d, want unknown", r.Status)
+	}
+	// The GET form (RFC 6960 appendix A.1), as caching clients send it.
+	req, err := ocsp.CreateRequest(victimCert, f.intermediate(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := f.get("/v1/ocsp/" + url.PathEscape(base64.StdEncoding.EncodeToString(req)))
+	if r, err := ocsp.ParseResponse(body, f.intermediate()); err != nil || r.Status != ocsp.Revoked {
+		t.Fatalf("OCSP GET: %v, %+v", err, r)
 	}
 
 	// Quarantined: a fresh token does not bring the identity back.
