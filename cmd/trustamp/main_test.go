@@ -167,3 +167,31 @@ func TestParseSelector(t *testing.T) {
 		}
 	}
 }
+
+func TestKeysSignVerifyCommands(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("TRUSTAMP_KEY_PASSPHRASE", "release-team")
+	if _, _, err := run(t, "keys", "generate", "--out", dir); err != nil {
+		t.Fatal(err)
+	}
+	art := filepath.Join(dir, "otelcol.tar.gz")
+	os.WriteFile(art, bytes.Repeat([]byte("build"), 1000), 0o644)
+	out, _, err := run(t, "sign", "--key", filepath.Join(dir, "publisher.key"), "--raw", art)
+	if err != nil || !strings.Contains(out, "sha256:") {
+		t.Fatalf("sign: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(art + ".sig"); err != nil {
+		t.Fatal("--raw wrote no .sig")
+	}
+	if out, _, err := run(t, "verify", "--key", filepath.Join(dir, "publisher.pub"), art); err != nil || !strings.HasPrefix(out, "OK") {
+		t.Fatalf("verify: %v\n%s", err, out)
+	}
+	os.WriteFile(art, []byte("swapped"), 0o644)
+	if _, _, err := run(t, "verify", "--key", filepath.Join(dir, "publisher.pub"), art); err == nil || !strings.Contains(err.Error(), "does not verify") {
+		t.Fatalf("verify of a swapped artifact: %v", err)
+	}
+	t.Setenv("TRUSTAMP_KEY_PASSPHRASE", "wrong")
+	if _, _, err := run(t, "sign", "--key", filepath.Join(dir, "publisher.key"), art); err == nil {
+		t.Fatal("sign with the wrong passphrase succeeded")
+	}
+}

@@ -47,6 +47,9 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newCACmd(g),
 		newRevokeCmd(g),
 		newReportCmd(g),
+		newSignCmd(),
+		newVerifyCmd(),
+		newKeysCmd(),
 	)
 	return root
 }
