@@ -22,8 +22,8 @@ require (
 	github.com/open-telemetry/opamp-go v0.23.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/sigstore/protobuf-specs v0.5.1
-	github.com/sigstore/sigstore v1.10.8
-	github.com/sigstore/sigstore-go v1.3.0
+	github.com/sigstore/sigstore v1.10.8 // not v1.11.x: it requires go >= 1.27
+	github.com/sigstore/sigstore-go v1.3.0 // not v1.4.0: it requires go >= 1.27 (and sigstore v1.11)
 	github.com/smallstep/certificates v0.30.2
 	golang.org/x/crypto v0.58.0
 	golang.org/x/time v0.15.0
