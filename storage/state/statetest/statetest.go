@@ -45,6 +45,7 @@ func Run(t *testing.T, open Opener) {
 		{"Revocations", testRevocations},
 		{"Quarantine", testQuarantine},
 		{"Counters", testCounters},
+		{"Packages", testPackages},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open) })
