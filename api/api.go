@@ -40,6 +40,9 @@ type Config struct {
 	// Revocations revokes, undoes holds, releases quarantines and reports.
 	// Nil means those endpoints answer 501.
 	Revocations Revoker
+	// Releases publishes and lists packages and manages publishers. Nil
+	// means those endpoints are absent.
+	Releases Releases
 	// Destinations are the configured certificate destinations besides
 	// "opamp", which rotations may name.
 	Destinations []string
@@ -83,6 +86,13 @@ func New(cfg Config) *API {
 		// Lifting a quarantine is the security team's call alone.
 		a.mux.Handle("POST /api/v1/agents/{uid}/release", a.auth(a.releaseAgent, RoleSecurity))
 		a.mux.Handle("GET /api/v1/reports/revocations", a.auth(a.revocationReport, RoleAdmin, RoleSecurity, RoleAuditor))
+	}
+	if cfg.Releases != nil {
+		a.mux.Handle("POST /api/v1/publishers", a.auth(a.addPublisher, RoleAdmin, RoleSecurity))
+		a.mux.Handle("GET /api/v1/publishers", a.auth(a.listPublishers, all...))
+		a.mux.Handle("POST /api/v1/packages", a.auth(a.publish, RoleAdmin, RoleRelease))
+		a.mux.Handle("GET /api/v1/packages", a.auth(a.listPackages, all...))
+		a.mux.Handle("POST /api/v1/packages/{type}/{version}/yank", a.auth(a.yank, RoleAdmin, RoleRelease, RoleSecurity))
 	}
 	a.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -125,6 +126,46 @@ func (c *Client) CreateAdminToken(ctx context.Context, req AdminTokenRequest) (A
 	return out, c.do(ctx, http.MethodPost, "/api/v1/admin-tokens", req, &out)
 }
 
+// AddPublisher trusts a publisher key.
+func (c *Client) AddPublisher(ctx context.Context, req PublisherRequest) (Publisher, error) {
+	var out Publisher
+	return out, c.do(ctx, http.MethodPost, "/api/v1/publishers", req, &out)
+}
+
+// Publishers lists trusted publishers.
+func (c *Client) Publishers(ctx context.Context) ([]Publisher, error) {
+	var out []Publisher
+	return out, c.do(ctx, http.MethodGet, "/api/v1/publishers", nil, &out)
+}
+
+// Publish streams an artifact with its bundle; size may be -1.
+func (c *Client) Publish(ctx context.Context, typ, version, platform string, bundle []byte, artifact io.Reader, size int64) (Release, error) {
+	q := url.Values{"type": {typ}, "version": {version}, "platform": {platform}}
+	ref, _ := url.Parse("/api/v1/packages?" + q.Encode())
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.ResolveReference(ref).String(), artifact)
+	if err != nil {
+		return Release{}, err
+	}
+	req.ContentLength = size
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Header.Set(SignatureHeader, base64.StdEncoding.EncodeToString(bundle))
+	var out Release
+	return out, c.finish(req, &out)
+}
+
+// Packages lists releases; query may filter type, version, platform.
+func (c *Client) Packages(ctx context.Context, query url.Values) ([]Release, error) {
+	var out []Release
+	return out, c.do(ctx, http.MethodGet, "/api/v1/packages?"+query.Encode(), nil, &out)
+}
+
+// Yank withdraws a version.
+func (c *Client) Yank(ctx context.Context, typ, version, reason string) ([]Release, error) {
+	var out []Release
+	return out, c.do(ctx, http.MethodPost, "/api/v1/packages/"+url.PathEscape(typ)+"/"+url.PathEscape(version)+"/yank", YankRequest{Reason: reason}, &out)
+}
+
 // Revoke revokes agents and certificates.
 func (c *Client) Revoke(ctx context.Context, req RevocationRequest) (revocation.Result, error) {
 	var out revocation.Result
@@ -167,6 +208,13 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	return c.finish(req, out)
+}
+
+// finish sends req and decodes a JSON answer into out (nil: ignore it),
+// turning an error answer into an error that carries its message.
+func (c *Client) finish(req *http.Request, out any) error {
+	method, ref := req.Method, req.URL
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("api: %s %s: %w", method, ref.Path, err)

@@ -33,6 +33,7 @@ type Config struct {
 	State        State        `yaml:"state"`
 	Audit        Audit        `yaml:"audit"`
 	Certificates Certificates `yaml:"certificates"`
+	Blobs        Blobs        `yaml:"blobs"`
 	CRL          CRL          `yaml:"crl"`
 	OCSP         OCSP         `yaml:"ocsp"`
 	// Destinations are connections other than OpAMP (the agent's own
@@ -185,6 +186,31 @@ type Audit struct {
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
 }
 
+// Blobs configures where release artifacts are stored.
+type Blobs struct {
+	// Driver is fs (the data dir) or s3 (MinIO, AWS S3, any S3-compatible
+	// store). Empty means fs.
+	Driver string `yaml:"driver"`
+	// Dir is the fs store's directory, relative to the data dir. Empty
+	// means "blobs".
+	Dir string  `yaml:"dir"`
+	S3  BlobsS3 `yaml:"s3"`
+}
+
+// BlobsS3 locates the S3 bucket.
+type BlobsS3 struct {
+	Endpoint string `yaml:"endpoint"` // host[:port]
+	Bucket   string `yaml:"bucket"`
+	Region   string `yaml:"region"`
+	// AccessKey; the secret key comes only from the environment
+	// (TRUSTAMP_S3_SECRET_KEY), never from this file. Both empty: the AWS_*
+	// or MINIO_* environment.
+	AccessKey string `yaml:"access_key"`
+	SecretKey string `yaml:"-"`
+	// Insecure talks plain HTTP (a loopback MinIO only).
+	Insecure bool `yaml:"insecure"`
+}
+
 // CRL configures the certificate revocation list served at /v1/crl.
 type CRL struct {
 	// NextUpdate is each CRL's validity window; a fresh one is made on every
@@ -230,6 +256,7 @@ func Default() Config {
 			Profile: "default", Profiles: map[string]CertProfile{"default": CertProfile{}.withDefaults()},
 			RotationRate: 50, ScanInterval: 10 * time.Second, OfferTimeout: 2 * time.Minute, AgentCSRInterval: 10 * time.Second,
 		},
+		Blobs: Blobs{Driver: "fs", Dir: "blobs"},
 		CRL:  CRL{NextUpdate: time.Hour},
 		OCSP: OCSP{Validity: time.Hour},
 		Log:  Log{Level: "info", Format: "text"},
@@ -317,6 +344,8 @@ func (c *Config) applyDefaults() {
 	if c.Certificates.AgentCSRInterval == 0 {
 		c.Certificates.AgentCSRInterval = cd.AgentCSRInterval
 	}
+	setString(&c.Blobs.Driver, d.Blobs.Driver)
+	setString(&c.Blobs.Dir, d.Blobs.Dir)
 	if c.CRL.NextUpdate == 0 {
 		c.CRL.NextUpdate = d.CRL.NextUpdate
 	}
@@ -331,6 +360,12 @@ func (c *Config) applyDefaults() {
 // written into the config file.
 const EnvPostgresDSN = "TRUSTAMP_POSTGRES_DSN"
 
+// EnvS3AccessKey and EnvS3SecretKey carry the S3 credentials.
+const (
+	EnvS3AccessKey = "TRUSTAMP_S3_ACCESS_KEY"
+	EnvS3SecretKey = "TRUSTAMP_S3_SECRET_KEY"
+)
+
 func (c *Config) applyEnv(getenv func(string) string) {
 	if getenv == nil {
 		return
@@ -338,6 +373,10 @@ func (c *Config) applyEnv(getenv func(string) string) {
 	if v := getenv(EnvPostgresDSN); v != "" {
 		c.State.Postgres.DSN = v
 	}
+	if v := getenv(EnvS3AccessKey); v != "" {
+		c.Blobs.S3.AccessKey = v
+	}
+	c.Blobs.S3.SecretKey = getenv(EnvS3SecretKey)
 }
 
 // Validate reports the first setting that cannot work, naming its key.
@@ -367,6 +406,18 @@ func (c *Config) Validate() error {
 	}
 	if c.State.Postgres.MaxConns < 0 {
 		return fmt.Errorf("state.postgres.max_conns: must not be negative")
+	}
+	switch c.Blobs.Driver {
+	case "fs":
+	case "s3":
+		if c.Blobs.S3.Endpoint == "" || c.Blobs.S3.Bucket == "" {
+			return errors.New("blobs.s3: endpoint and bucket are required when blobs.driver is s3")
+		}
+		if (c.Blobs.S3.AccessKey == "") != (c.Blobs.S3.SecretKey == "") {
+			return fmt.Errorf("blobs.s3: set both the access key (blobs.s3.access_key or %s) and %s, or neither", EnvS3AccessKey, EnvS3SecretKey)
+		}
+	default:
+		return fmt.Errorf("blobs.driver: %q (want fs or s3)", c.Blobs.Driver)
 	}
 	if c.CRL.NextUpdate < time.Minute {
 		return fmt.Errorf("crl.next_update: %s is below the 1m minimum", c.CRL.NextUpdate)

@@ -50,6 +50,23 @@ audit:
   # (only when new entries exist). Minimum 1s.
   checkpoint_interval: 1m
 
+blobs:
+  # Where release artifacts are stored: fs (the data dir) or s3 (MinIO, AWS S3,
+  # any S3-compatible store).
+  driver: fs
+  # The fs store's directory, relative to the data dir.
+  dir: blobs
+  s3:
+    # host[:port], without a scheme.
+    endpoint: ""
+    bucket: ""
+    region: ""
+    # The secret key is read only from the environment (TRUSTAMP_S3_SECRET_KEY);
+    # TRUSTAMP_S3_ACCESS_KEY overrides this key.
+    access_key: ""
+    # Plain HTTP: only for a MinIO on loopback.
+    insecure: false
+
 crl:
   # Validity window of each CRL; a new one is made on every revocation and at
   # least every half of this. Minimum 1m.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -21,7 +22,9 @@ import (
 	"github.com/trustamp/trustamp/config"
 	"github.com/trustamp/trustamp/datadir"
 	"github.com/trustamp/trustamp/opamp"
+	"github.com/trustamp/trustamp/release"
 	"github.com/trustamp/trustamp/revocation"
+	"github.com/trustamp/trustamp/storage/blob"
 )
 
 // AssembleOptions adjusts Assemble for tests and the CLI.
@@ -105,13 +108,21 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 		return nil, err
 	}
 	revocations.SetConnections(op)
+	blobs, err := openBlobs(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	releases, err := release.New(release.Config{Store: d.Store, Audit: auditLog, Blobs: blobs, Logger: o.Logger, Clock: o.Clock})
+	if err != nil {
+		return nil, err
+	}
 	destNames := make([]string, 0, len(d.Config.Destinations))
 	for name := range d.Config.Destinations {
 		destNames = append(destNames, name)
 	}
 	sort.Strings(destNames)
 	admin := api.New(api.Config{Store: d.Store, Audit: auditLog, CA: listenerCert, Destinations: destNames,
-		Revocations: revocations,
+		Revocations: revocations, Releases: releases,
 		Gatherer:    reg, Logger: o.Logger, Clock: o.Clock})
 	srv, err := New(Config{
 		OpAMPAddr:          d.Config.OpAMP.Addr,
@@ -215,6 +226,20 @@ func destinations(in map[string]config.Destination) map[string]opamp.Destination
 		out[name] = opamp.Destination{Endpoint: d.Endpoint, Headers: d.Headers, Profile: d.Profile}
 	}
 	return out
+}
+
+// openBlobs opens the configured release artifact store.
+func openBlobs(ctx context.Context, d *datadir.Dir) (blob.Store, error) {
+	c := d.Config.Blobs
+	if c.Driver == "s3" {
+		return blob.NewS3(ctx, blob.S3Config{Endpoint: c.S3.Endpoint, Bucket: c.S3.Bucket, Region: c.S3.Region,
+			AccessKey: c.S3.AccessKey, SecretKey: c.S3.SecretKey, Insecure: c.S3.Insecure})
+	}
+	dir := c.Dir
+	if !filepath.IsAbs(dir) {
+		dir = filepath.Join(d.Layout.Root, dir)
+	}
+	return blob.NewFS(dir)
 }
 
 // revocationURLs are the CRL and OCSP addresses written into agent

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/trustamp/trustamp/api"
 	"github.com/trustamp/trustamp/internal/servertest"
+	"github.com/trustamp/trustamp/internal/testenv"
 	"github.com/trustamp/trustamp/loadgen"
 )
 
@@ -154,5 +157,73 @@ func TestRevokeReleaseAndReportCommands(t *testing.T) {
 	}
 	if out, _, err := run(t, "report", "revocations", "--from", "1h", "--data", dir); err != nil || !strings.Contains(out, "signed checkpoint") {
 		t.Fatalf("report table: %v\n%s", err, out)
+	}
+}
+
+func testPublishCommands(t *testing.T, dir string) {
+	t.Setenv("TRUSTAMP_KEY_PASSPHRASE", "release-team")
+	keys := t.TempDir()
+	if _, _, err := run(t, "keys", "generate", "--out", keys); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := run(t, "keys", "generate", "--out", keys, "--name", "stranger"); err != nil {
+		t.Fatal(err)
+	}
+	if out, _, err := run(t, "publishers", "add", "release-team", "--key", filepath.Join(keys, "publisher.pub"), "--types", "otelcol", "--data", dir); err != nil ||
+		!strings.Contains(out, "otelcol") {
+		t.Fatalf("publishers add: %v\n%s", err, out)
+	}
+	art := filepath.Join(t.TempDir(), "otelcol_0.115.0_linux_amd64.tar.gz")
+	os.WriteFile(art, bytes.Repeat([]byte("otelcol build "), 100_000), 0o644)
+	if _, _, err := run(t, "sign", "--key", filepath.Join(keys, "publisher.key"), art); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := run(t, "packages", "publish", "--type", "otelcol", "--version", "0.115.0", "--platform", "linux/amd64", art, "--data", dir, "-o", "json")
+	if err != nil {
+		t.Fatalf("publish: %v\n%s", err, out)
+	}
+	var rel api.Release
+	if err := json.Unmarshal([]byte(out), &rel); err != nil || rel.Publisher != "release-team" || rel.Size != 1_400_000 {
+		t.Fatalf("publish -o json: %v %+v", err, rel)
+	}
+	// Signed by a key nobody trusts: refused, nothing recorded.
+	other := filepath.Join(t.TempDir(), "evil.tar.gz")
+	os.WriteFile(other, []byte("evil"), 0o644)
+	run(t, "sign", "--key", filepath.Join(keys, "stranger.key"), other)
+	if _, _, err := run(t, "packages", "publish", "--type", "otelcol", "--version", "0.116.0", "--platform", "linux/amd64", other, "--data", dir); err == nil ||
+		!strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "no trusted publisher") {
+		t.Fatalf("publish signed by an unknown key: %v", err)
+	}
+	out, _, err = run(t, "packages", "list", "--data", dir)
+	if err != nil || !strings.Contains(out, "0.115.0") || strings.Contains(out, "0.116.0") {
+		t.Fatalf("packages list: %v\n%s", err, out)
+	}
+	if out, _, err := run(t, "packages", "yank", "otelcol", "0.115.0", "--reason", "crashes", "--data", dir); err != nil || !strings.Contains(out, "1 platform") {
+		t.Fatalf("yank: %v\n%s", err, out)
+	}
+	if out, _, _ := run(t, "packages", "list", "--data", dir); !strings.Contains(out, "yanked") {
+		t.Fatalf("yanked release not shown as yanked:\n%s", out)
+	}
+}
+
+func TestPublishCommandsFS(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	servertest.StartIn(t, dir, "")
+	testPublishCommands(t, dir)
+	// The blob is in the data dir under its digest.
+	ents, _ := os.ReadDir(filepath.Join(dir, "blobs", "sha256"))
+	if len(ents) != 1 {
+		t.Fatalf("%d blobs stored, want 1 (the refused upload must leave none)", len(ents))
+	}
+}
+
+func TestPublishCommandsMinIO(t *testing.T) {
+	m := testenv.StartMinIO(t)
+	dir := filepath.Join(t.TempDir(), "data")
+	cfg := fmt.Sprintf("blobs:\n  driver: s3\n  s3:\n    endpoint: %q\n    bucket: releases\n    insecure: true\n", m.Endpoint)
+	servertest.StartInWithEnv(t, dir, cfg, map[string]string{"TRUSTAMP_S3_ACCESS_KEY": m.AccessKey, "TRUSTAMP_S3_SECRET_KEY": m.SecretKey})
+	testPublishCommands(t, dir)
+	if _, err := os.Stat(filepath.Join(dir, "blobs")); err == nil {
+		t.Fatal("an S3-configured server wrote blobs to the data dir")
 	}
 }

@@ -50,6 +50,8 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newSignCmd(),
 		newVerifyCmd(),
 		newKeysCmd(),
+		newPublishersCmd(g),
+		newPackagesCmd(g),
 	)
 	return root
 }

@@ -1,0 +1,172 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"encoding/base64"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/trustamp/trustamp/release"
+	"github.com/trustamp/trustamp/storage/state"
+)
+
+// Releases is what the API needs from the release service.
+type Releases interface {
+	AddPublisher(ctx context.Context, name string, publicKeyPEM []byte, types []string, actor string) (state.Publisher, error)
+	Publish(ctx context.Context, p release.Publish, artifact io.Reader) (state.Release, error)
+	List(ctx context.Context, f state.ReleaseFilter) ([]state.Release, error)
+	Yank(ctx context.Context, typ, version, reason, actor string) ([]state.Release, error)
+}
+
+// SignatureHeader carries the release's Sigstore bundle, base64, on
+// POST /api/v1/packages (the body is the artifact itself, streamed).
+const SignatureHeader = "Trustamp-Signature-Bundle"
+
+// PublisherRequest is the body of POST /api/v1/publishers.
+type PublisherRequest struct {
+	Name      string   `json:"name"`
+	PublicKey string   `json:"public_key"` // PEM
+	Types     []string `json:"types,omitempty"`
+}
+
+// Publisher is a trusted publisher as listed.
+type Publisher struct {
+	Name    string    `json:"name"`
+	KeyHint string    `json:"key_hint"`
+	Types   []string  `json:"types"`
+	AddedAt time.Time `json:"added_at"`
+	AddedBy string    `json:"added_by"`
+}
+
+// Release is a published release as listed.
+type Release struct {
+	ID          string    `json:"id"`
+	Type        string    `json:"type"`
+	Version     string    `json:"version"`
+	Platform    string    `json:"platform"`
+	SHA256      string    `json:"sha256"`
+	Size        int64     `json:"size"`
+	Publisher   string    `json:"publisher"`
+	PublishedAt time.Time `json:"published_at"`
+	PublishedBy string    `json:"published_by"`
+	State       string    `json:"state"`
+	StateReason string    `json:"state_reason,omitempty"`
+}
+
+func releaseView(r state.Release) Release {
+	return Release{ID: r.ID, Type: r.Type, Version: r.Version, Platform: r.Platform, SHA256: r.SHA256, Size: r.Size,
+		Publisher: r.Publisher, PublishedAt: r.PublishedAt, PublishedBy: r.PublishedBy, State: string(r.State), StateReason: r.StateReason}
+}
+
+// YankRequest is the body of POST /api/v1/packages/{type}/{version}/yank.
+type YankRequest struct {
+	Reason string `json:"reason"`
+}
+
+func (a *API) addPublisher(w http.ResponseWriter, r *http.Request) {
+	var req PublisherRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	p, err := a.cfg.Releases.AddPublisher(r.Context(), req.Name, []byte(req.PublicKey), req.Types, principal(r.Context()).Actor())
+	if a.releaseError(w, "add publisher", err) {
+		return
+	}
+	writeJSON(w, http.StatusCreated, Publisher{Name: p.Name, KeyHint: p.KeyHint, Types: nonNilStrings(p.Types), AddedAt: p.AddedAt, AddedBy: p.AddedBy})
+}
+
+func (a *API) listPublishers(w http.ResponseWriter, r *http.Request) {
+	var ps []state.Publisher
+	err := a.cfg.Store.View(r.Context(), func(tx *state.Tx) (err error) {
+		ps, err = tx.Publishers(r.Context(), false)
+		return err
+	})
+	if a.releaseError(w, "list publishers", err) {
+		return
+	}
+	out := make([]Publisher, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, Publisher{Name: p.Name, KeyHint: p.KeyHint, Types: nonNilStrings(p.Types), AddedAt: p.AddedAt, AddedBy: p.AddedBy})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// publish: POST /api/v1/packages?type=&version=&platform=, the artifact as
+// the body (streamed to blob storage, never buffered whole), its bundle in
+// the Trustamp-Signature-Bundle header.
+func (a *API) publish(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	bundle, err := base64.StdEncoding.DecodeString(r.Header.Get(SignatureHeader))
+	if err != nil || len(bundle) == 0 {
+		writeError(w, http.StatusBadRequest, "header %s: the release's Sigstore bundle, base64", SignatureHeader)
+		return
+	}
+	rel, err := a.cfg.Releases.Publish(r.Context(), release.Publish{Type: q.Get("type"), Version: q.Get("version"),
+		Platform: q.Get("platform"), Bundle: bundle, Size: r.ContentLength, Actor: principal(r.Context()).Actor()}, r.Body)
+	if a.releaseError(w, "publish", err) {
+		return
+	}
+	writeJSON(w, http.StatusCreated, releaseView(rel))
+}
+
+func (a *API) listPackages(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	rs, err := a.cfg.Releases.List(r.Context(), state.ReleaseFilter{Type: q.Get("type"), Version: q.Get("version"), Platform: q.Get("platform")})
+	if a.releaseError(w, "list packages", err) {
+		return
+	}
+	out := make([]Release, 0, len(rs))
+	for _, rel := range rs {
+		out = append(out, releaseView(rel))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *API) yank(w http.ResponseWriter, r *http.Request) {
+	var req YankRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	rs, err := a.cfg.Releases.Yank(r.Context(), r.PathValue("type"), r.PathValue("version"), req.Reason, principal(r.Context()).Actor())
+	if a.releaseError(w, "yank", err) {
+		return
+	}
+	out := make([]Release, 0, len(rs))
+	for _, rel := range rs {
+		out = append(out, releaseView(rel))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *API) releaseError(w http.ResponseWriter, what string, err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, release.ErrInvalid), errors.Is(err, release.ErrHashMismatch):
+		writeError(w, http.StatusBadRequest, "%v", err)
+	case errors.Is(err, release.ErrUntrusted), errors.Is(err, release.ErrWrongType):
+		writeError(w, http.StatusForbidden, "%v", err)
+	case errors.Is(err, state.ErrNotFound):
+		writeError(w, http.StatusNotFound, "%v", err)
+	case errors.Is(err, state.ErrConflict):
+		writeError(w, http.StatusConflict, "%v", err)
+	default:
+		a.log.Error(what, "err", err)
+		msg := "state or blob storage unavailable"
+		if strings.Contains(err.Error(), "blob") || strings.Contains(err.Error(), "store ") {
+			msg = "blob storage unavailable"
+		}
+		writeError(w, http.StatusServiceUnavailable, "%s failed: %s", what, msg)
+	}
+	return true
+}
+
+func nonNilStrings(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
