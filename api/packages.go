@@ -2,8 +2,8 @@ package api
 
 import (
 	"context"
-	"errors"
 	"encoding/base64"
+	"errors"
 	"io"
 	"net/http"
 	"strings"

@@ -257,9 +257,9 @@ func Default() Config {
 			RotationRate: 50, ScanInterval: 10 * time.Second, OfferTimeout: 2 * time.Minute, AgentCSRInterval: 10 * time.Second,
 		},
 		Blobs: Blobs{Driver: "fs", Dir: "blobs"},
-		CRL:  CRL{NextUpdate: time.Hour},
-		OCSP: OCSP{Validity: time.Hour},
-		Log:  Log{Level: "info", Format: "text"},
+		CRL:   CRL{NextUpdate: time.Hour},
+		OCSP:  OCSP{Validity: time.Hour},
+		Log:   Log{Level: "info", Format: "text"},
 	}
 }
 

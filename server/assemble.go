@@ -123,7 +123,7 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 	sort.Strings(destNames)
 	admin := api.New(api.Config{Store: d.Store, Audit: auditLog, CA: listenerCert, Destinations: destNames,
 		Revocations: revocations, Releases: releases,
-		Gatherer:    reg, Logger: o.Logger, Clock: o.Clock})
+		Gatherer: reg, Logger: o.Logger, Clock: o.Clock})
 	srv, err := New(Config{
 		OpAMPAddr:          d.Config.OpAMP.Addr,
 		OpAMPListener:      o.OpAMPListener,

@@ -171,4 +171,3 @@ release engineer.`,
 	cmd.AddCommand(gen)
 	return cmd
 }
-
