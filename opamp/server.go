@@ -10,7 +10,9 @@ package opamp
 import (
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -239,4 +241,23 @@ func (s *Server) revoked(serial string) (string, bool) {
 		return "", false
 	}
 	return s.cfg.Revocations.Revoked(serial)
+}
+
+// AuthorizeAgent checks that an HTTP request on the OpAMP listener (a
+// package download) carries an unrevoked agent client certificate that
+// chains to the CA, and returns the agent's uid.
+func (s *Server) AuthorizeAgent(r *http.Request) (string, error) {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return "", errors.New("no client certificate")
+	}
+	uid, err := s.cfg.CA.VerifyAgent(r.TLS.PeerCertificates)
+	if err != nil {
+		return "", err
+	}
+	serial := hex.EncodeToString(r.TLS.PeerCertificates[0].SerialNumber.Bytes())
+	if why, revoked := s.revoked(serial); revoked {
+		s.cfg.Revocations.Presented(serial)
+		return "", fmt.Errorf("certificate %s is revoked (%s)", serial, why)
+	}
+	return uid.String(), nil
 }

@@ -27,7 +27,7 @@ type key struct {
 	pubPEM []byte
 }
 
-func newKey(t *testing.T) key {
+func newKey(t testing.TB) key {
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	s, err := signing.NewSigner(k)
 	if err != nil {
@@ -37,7 +37,7 @@ func newKey(t *testing.T) key {
 	return key{s, pub}
 }
 
-func (k key) sign(t *testing.T, artifact []byte) []byte {
+func (k key) sign(t testing.TB, artifact []byte) []byte {
 	signed, err := k.signer.Sign(context.Background(), bytes.NewReader(artifact))
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +45,9 @@ func (k key) sign(t *testing.T, artifact []byte) []byte {
 	return signed.Bundle
 }
 
-func newService(t *testing.T, blobs blob.Store) (*Service, *state.Store) {
+func newService(t *testing.T, blobs blob.Store) (*Service, *state.Store) { return newServiceTB(t, blobs) }
+
+func newServiceTB(t testing.TB, blobs blob.Store) (*Service, *state.Store) {
 	store, err := state.Open(context.Background(), state.Config{SQLitePath: filepath.Join(t.TempDir(), "state.db")})
 	if err != nil {
 		t.Fatal(err)

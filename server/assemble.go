@@ -137,6 +137,7 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 		TLS:                listenerCert.get,
 		CABundle:           authority.RootPEM,
 		Revocation:         revocations,
+		Downloads:          releases.NewDownloads(op.AuthorizeAgent, 0),
 		Admin:              admin,
 		OnListening: func(opampAddr, adminAddr net.Addr) {
 			url := "https://" + dialable(adminAddr)

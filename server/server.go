@@ -60,6 +60,8 @@ type Config struct {
 	// handshake revocation set current. Nil means none (tests of this
 	// package).
 	Revocation Revocation
+	// Downloads serves /v1/packages/{sha256} to agents. Nil means none.
+	Downloads http.Handler
 }
 
 // Revocation is what the listeners need from the revocation service.
@@ -149,6 +151,9 @@ func (s *Server) Run(ctx context.Context) error {
 		opampMux.HandleFunc("GET /v1/crl.pem", s.cfg.Revocation.ServeCRLPEM)
 		opampMux.HandleFunc("POST /v1/ocsp", s.cfg.Revocation.ServeOCSP)
 		opampMux.HandleFunc("GET /v1/ocsp/", s.cfg.Revocation.ServeOCSP)
+	}
+	if s.cfg.Downloads != nil {
+		opampMux.Handle("GET /v1/packages/{sha256}", s.cfg.Downloads)
 	}
 	opampSrv := newHTTPServer(opampMux)
 	adminMux := http.NewServeMux()

@@ -3,8 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -160,7 +164,9 @@ func TestRevokeReleaseAndReportCommands(t *testing.T) {
 	}
 }
 
-func testPublishCommands(t *testing.T, dir string) {
+// testPublishCommands publishes, refuses a stranger's release, lists and
+// yanks; beforeYank (optional) runs while the release is active.
+func testPublishCommands(t *testing.T, dir string, beforeYank func(api.Release)) api.Release {
 	t.Setenv("TRUSTAMP_KEY_PASSPHRASE", "release-team")
 	keys := t.TempDir()
 	if _, _, err := run(t, "keys", "generate", "--out", keys); err != nil {
@@ -198,18 +204,69 @@ func testPublishCommands(t *testing.T, dir string) {
 	if err != nil || !strings.Contains(out, "0.115.0") || strings.Contains(out, "0.116.0") {
 		t.Fatalf("packages list: %v\n%s", err, out)
 	}
+	if beforeYank != nil {
+		beforeYank(rel)
+	}
 	if out, _, err := run(t, "packages", "yank", "otelcol", "0.115.0", "--reason", "crashes", "--data", dir); err != nil || !strings.Contains(out, "1 platform") {
 		t.Fatalf("yank: %v\n%s", err, out)
 	}
 	if out, _, _ := run(t, "packages", "list", "--data", dir); !strings.Contains(out, "yanked") {
 		t.Fatalf("yanked release not shown as yanked:\n%s", out)
 	}
+	return rel
 }
 
 func TestPublishCommandsFS(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	servertest.StartIn(t, dir, "")
-	testPublishCommands(t, dir)
+	env := servertest.StartIn(t, dir, "")
+	// Downloads need an agent's certificate: enroll one first.
+	token, _, err := run(t, "token", "create", "--data", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := loadgen.NewAgent(loadgen.AgentConfig{ServerURL: env.URL("websocket"), CAPEM: env.CAPEM})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := a.Enroll(ctx, strings.TrimSpace(token)); err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(env.CAPEM)
+	var rel api.Release
+	download := func(withCert bool) int {
+		cfg := &tls.Config{RootCAs: pool}
+		if withCert {
+			pair, err := tls.X509KeyPair(a.Cert(), a.KeyPEM())
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Certificates = []tls.Certificate{pair}
+		}
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
+		resp, err := hc.Get("https://" + env.OpAMPAddr + "/v1/packages/" + rel.SHA256)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK && int64(len(body)) != rel.Size {
+			t.Fatalf("downloaded %d bytes, want %d", len(body), rel.Size)
+		}
+		return resp.StatusCode
+	}
+	rel = testPublishCommands(t, dir, func(active api.Release) {
+		rel = active
+		if code := download(true); code != http.StatusOK {
+			t.Fatalf("agent download over mTLS: %d, want 200", code)
+		}
+	})
+	// The release was yanked at the end of testPublishCommands: not served.
+	if code := download(true); code != http.StatusNotFound {
+		t.Fatalf("download of a yanked release: %d, want 404", code)
+	}
+	if code := download(false); code != http.StatusUnauthorized {
+		t.Fatalf("download without a client certificate: %d, want 401", code)
+	}
 	// The blob is in the data dir under its digest.
 	ents, _ := os.ReadDir(filepath.Join(dir, "blobs", "sha256"))
 	if len(ents) != 1 {
@@ -222,7 +279,7 @@ func TestPublishCommandsMinIO(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	cfg := fmt.Sprintf("blobs:\n  driver: s3\n  s3:\n    endpoint: %q\n    bucket: releases\n    insecure: true\n", m.Endpoint)
 	servertest.StartInWithEnv(t, dir, cfg, map[string]string{"TRUSTAMP_S3_ACCESS_KEY": m.AccessKey, "TRUSTAMP_S3_SECRET_KEY": m.SecretKey})
-	testPublishCommands(t, dir)
+	testPublishCommands(t, dir, nil)
 	if _, err := os.Stat(filepath.Join(dir, "blobs")); err == nil {
 		t.Fatal("an S3-configured server wrote blobs to the data dir")
 	}
