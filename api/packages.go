@@ -3,10 +3,8 @@ package api
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"io"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/trustamp/trustamp/release"
@@ -142,26 +140,9 @@ func (a *API) yank(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) releaseError(w http.ResponseWriter, what string, err error) bool {
-	switch {
-	case err == nil:
-		return false
-	case errors.Is(err, release.ErrInvalid), errors.Is(err, release.ErrHashMismatch):
-		writeError(w, http.StatusBadRequest, "%v", err)
-	case errors.Is(err, release.ErrUntrusted), errors.Is(err, release.ErrWrongType):
-		writeError(w, http.StatusForbidden, "%v", err)
-	case errors.Is(err, state.ErrNotFound):
-		writeError(w, http.StatusNotFound, "%v", err)
-	case errors.Is(err, state.ErrConflict):
-		writeError(w, http.StatusConflict, "%v", err)
-	default:
-		a.log.Error(what, "err", err)
-		msg := "state or blob storage unavailable"
-		if strings.Contains(err.Error(), "blob") || strings.Contains(err.Error(), "store ") {
-			msg = "blob storage unavailable"
-		}
-		writeError(w, http.StatusServiceUnavailable, "%s failed: %s", what, msg)
-	}
-	return true
+	return a.domainError(w, what, err, "state or blob storage unavailable",
+		errStatus{release.ErrInvalid, http.StatusBadRequest}, errStatus{release.ErrHashMismatch, http.StatusBadRequest},
+		errStatus{release.ErrUntrusted, http.StatusForbidden}, errStatus{release.ErrWrongType, http.StatusForbidden})
 }
 
 func nonNilStrings(s []string) []string {

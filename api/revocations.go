@@ -175,19 +175,32 @@ func ParseTime(s string, now time.Time) (time.Time, error) {
 // revocationError writes the response for a failed revocation call and
 // reports whether there was one.
 func (a *API) revocationError(w http.ResponseWriter, what string, err error) bool {
-	switch {
-	case err == nil:
+	return a.domainError(w, what, err, "state store unavailable", errStatus{revocation.ErrInvalid, http.StatusBadRequest})
+}
+
+// errStatus maps a domain error to the HTTP status it is answered with.
+type errStatus struct {
+	err    error
+	status int
+}
+
+// domainError answers err with the status of the first class it matches
+// (then not found and conflict, which every domain shares), or logs it and
+// answers 503 with unavailable: errors are translated here, at the edge, and
+// an unexpected one never leaks its text. It reports whether there was one.
+func (a *API) domainError(w http.ResponseWriter, what string, err error, unavailable string, classes ...errStatus) bool {
+	if err == nil {
 		return false
-	case errors.Is(err, revocation.ErrInvalid):
-		writeError(w, http.StatusBadRequest, "%v", err)
-	case errors.Is(err, state.ErrNotFound):
-		writeError(w, http.StatusNotFound, "%v", err)
-	case errors.Is(err, state.ErrConflict):
-		writeError(w, http.StatusConflict, "%v", err)
-	default:
-		a.log.Error(what, "err", err)
-		writeError(w, http.StatusServiceUnavailable, "%s failed: state store unavailable", what)
 	}
+	classes = append(classes, errStatus{state.ErrNotFound, http.StatusNotFound}, errStatus{state.ErrConflict, http.StatusConflict})
+	for _, c := range classes {
+		if errors.Is(err, c.err) {
+			writeError(w, c.status, "%v", err)
+			return true
+		}
+	}
+	a.log.Error(what, "err", err)
+	writeError(w, http.StatusServiceUnavailable, "%s failed: %s", what, unavailable)
 	return true
 }
 

@@ -45,7 +45,9 @@ func (k key) sign(t testing.TB, artifact []byte) []byte {
 	return signed.Bundle
 }
 
-func newService(t *testing.T, blobs blob.Store) (*Service, *state.Store) { return newServiceTB(t, blobs) }
+func newService(t *testing.T, blobs blob.Store) (*Service, *state.Store) {
+	return newServiceTB(t, blobs)
+}
 
 func newServiceTB(t testing.TB, blobs blob.Store) (*Service, *state.Store) {
 	store, err := state.Open(context.Background(), state.Config{SQLitePath: filepath.Join(t.TempDir(), "state.db")})
