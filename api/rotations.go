@@ -1,7 +1,6 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"slices"
@@ -57,10 +56,7 @@ type RotationView struct {
 // batch's rate.
 func (a *API) createRotation(w http.ResponseWriter, r *http.Request) {
 	var req RotationRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<20))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "body: %v", err)
+	if !decodeBody(w, r, &req) {
 		return
 	}
 	chosen := 0

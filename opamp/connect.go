@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/open-telemetry/opamp-go/server/types"
 	"golang.org/x/time/rate"
 
@@ -81,16 +82,9 @@ func (s *Server) onConnecting(r *http.Request) types.ConnectionResponse {
 // and matches a certificate the store recorded for that agent. An offered
 // certificate seen for the first time is confirmed, with its audit entry.
 func (s *Server) authenticateCert(ctx context.Context, chain []*x509.Certificate, base connInfo) (*conn, string, error) {
-	uid, err := s.cfg.CA.VerifyAgent(chain)
+	uid, serial, reason, err := s.checkAgentChain(chain)
 	if err != nil {
-		return nil, reasonBadCertificate, err
-	}
-	serial := hex.EncodeToString(chain[0].SerialNumber.Bytes())
-	// The revocation set is in memory: a revoked certificate is refused
-	// before any database work.
-	if why, revoked := s.revoked(serial); revoked {
-		s.cfg.Revocations.Presented(serial)
-		return nil, reasonRevoked, fmt.Errorf("certificate %s of %s is revoked (%s)", serial, uid, why)
+		return nil, reason, err
 	}
 	var confirmed bool
 	err = s.cfg.Store.Update(ctx, func(tx *state.Tx) error {
@@ -124,6 +118,23 @@ func (s *Server) authenticateCert(ctx context.Context, chain []*x509.Certificate
 	}
 	return &conn{s: s, connInfo: base, kind: kindAgent, uid: uid, uidSet: true,
 		certSerial: serial, certNotAfter: chain[0].NotAfter}, "", nil
+}
+
+// checkAgentChain verifies a presented chain to the CA and checks its leaf
+// against the revocation set, which is in memory: a revoked certificate is
+// refused before any database work. It returns the agent uid and the leaf's
+// serial, or the refusal reason with the error.
+func (s *Server) checkAgentChain(chain []*x509.Certificate) (uuid.UUID, string, string, error) {
+	uid, err := s.cfg.CA.VerifyAgent(chain)
+	if err != nil {
+		return uuid.Nil, "", reasonBadCertificate, err
+	}
+	serial := hex.EncodeToString(chain[0].SerialNumber.Bytes())
+	if why, revoked := s.revoked(serial); revoked {
+		s.cfg.Revocations.Presented(serial)
+		return uuid.Nil, serial, reasonRevoked, fmt.Errorf("certificate %s of %s is revoked (%s)", serial, uid, why)
+	}
+	return uid, serial, "", nil
 }
 
 func accept(c *conn) types.ConnectionResponse {

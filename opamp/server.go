@@ -10,9 +10,7 @@ package opamp
 import (
 	"context"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -250,14 +248,9 @@ func (s *Server) AuthorizeAgent(r *http.Request) (string, error) {
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		return "", errors.New("no client certificate")
 	}
-	uid, err := s.cfg.CA.VerifyAgent(r.TLS.PeerCertificates)
+	uid, _, _, err := s.checkAgentChain(r.TLS.PeerCertificates)
 	if err != nil {
 		return "", err
-	}
-	serial := hex.EncodeToString(r.TLS.PeerCertificates[0].SerialNumber.Bytes())
-	if why, revoked := s.revoked(serial); revoked {
-		s.cfg.Revocations.Presented(serial)
-		return "", fmt.Errorf("certificate %s is revoked (%s)", serial, why)
 	}
 	return uid.String(), nil
 }
