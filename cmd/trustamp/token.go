@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -31,13 +30,10 @@ enrolled agent's labels.`,
 			if err := checkOutput(output, "token", "json"); err != nil {
 				return err
 			}
-			req := api.TokenRequest{TTL: ttl.String(), Uses: uses, Labels: map[string]string{}}
-			for _, l := range labels {
-				k, v, ok := strings.Cut(l, "=")
-				if !ok || k == "" {
-					return fmt.Errorf("--label %q: want key=value", l)
-				}
-				req.Labels[k] = v
+			req := api.TokenRequest{TTL: ttl.String(), Uses: uses}
+			var err error
+			if req.Labels, err = labelSelector(labels, ""); err != nil {
+				return err
 			}
 			c, err := cf.client(g)
 			if err != nil {
