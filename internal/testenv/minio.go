@@ -2,9 +2,11 @@ package testenv
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"testing"
+	"time"
 )
 
 // MinIO is a running MinIO server owned by one test.
@@ -35,5 +37,27 @@ func StartMinIO(t testing.TB) *MinIO {
 		return cmd, "http://" + addr + "/minio/health/ready"
 	})
 	m.Endpoint = fmt.Sprintf("127.0.0.1:%d", port)
+	waitS3(t, m.Endpoint)
 	return m
+}
+
+// waitS3 waits until the S3 API itself answers: MinIO's ready endpoint can
+// say 200 while bucket calls still fail with XMinioServerNotInitialized
+// (503). An anonymous request is refused (403) once it is initialized.
+func waitS3(t testing.TB, endpoint string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get("http://" + endpoint + "/")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusServiceUnavailable {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testenv: minio at %s: S3 API not initialized after 60s (last: %v)", endpoint, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
