@@ -33,6 +33,9 @@ type Agent struct {
 	EnrollmentToken     string            `json:"enrollment_token,omitempty"`
 	// Quarantine is set while the identity is quarantined.
 	Quarantine *Quarantine `json:"quarantine,omitempty"`
+	// Packages are what the agent was offered per package type, the rule
+	// that chose it, and how far it got (GET /api/v1/agents/{uid} only).
+	Packages []AgentPackage `json:"packages,omitempty"`
 }
 
 func agentView(a state.Agent) Agent {
@@ -123,9 +126,14 @@ func (a *API) getAgent(w http.ResponseWriter, r *http.Request) {
 		ag          state.Agent
 		q           state.Quarantine
 		quarantined bool
+		pkgs        []state.AgentPackage
 	)
 	err := a.cfg.Store.View(r.Context(), func(tx *state.Tx) (err error) {
 		if ag, err = tx.Agent(r.Context(), uid); err != nil {
+			return err
+		}
+		pkgs, err = tx.AgentPackages(r.Context(), uid, "", "")
+		if err != nil {
 			return err
 		}
 		q, err = tx.QuarantineOf(r.Context(), uid)
@@ -145,6 +153,9 @@ func (a *API) getAgent(w http.ResponseWriter, r *http.Request) {
 		v := agentView(ag)
 		if quarantined {
 			v.Quarantine = quarantineView(q)
+		}
+		for _, p := range pkgs {
+			v.Packages = append(v.Packages, agentPackageView(p))
 		}
 		writeJSON(w, http.StatusOK, v)
 	}

@@ -93,6 +93,9 @@ func New(cfg Config) *API {
 		a.mux.Handle("POST /api/v1/packages", a.auth(a.publish, RoleAdmin, RoleRelease))
 		a.mux.Handle("GET /api/v1/packages", a.auth(a.listPackages, all...))
 		a.mux.Handle("POST /api/v1/packages/{type}/{version}/yank", a.auth(a.yank, RoleAdmin, RoleRelease, RoleSecurity))
+		a.mux.Handle("POST /api/v1/packages/{type}/{version}/promote", a.auth(a.promote, RoleAdmin, RoleRelease))
+		a.mux.Handle("GET /api/v1/packages/{type}/{version}/status", a.auth(a.rolloutStatus, all...))
+		a.mux.Handle("GET /api/v1/pins", a.auth(a.listPins, all...))
 	}
 	a.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path)

@@ -166,6 +166,25 @@ func (c *Client) Yank(ctx context.Context, typ, version, reason string) ([]Relea
 	return out, c.do(ctx, http.MethodPost, "/api/v1/packages/"+url.PathEscape(typ)+"/"+url.PathEscape(version)+"/yank", YankRequest{Reason: reason}, &out)
 }
 
+// Promote pins typ to version for agents matching labels (nil: every agent
+// of the type without a more specific pin).
+func (c *Client) Promote(ctx context.Context, typ, version string, labels map[string]string) (Pin, error) {
+	var out Pin
+	return out, c.do(ctx, http.MethodPost, "/api/v1/packages/"+url.PathEscape(typ)+"/"+url.PathEscape(version)+"/promote", PromoteRequest{Labels: labels}, &out)
+}
+
+// Pins lists the version pins in force.
+func (c *Client) Pins(ctx context.Context) ([]Pin, error) {
+	var out []Pin
+	return out, c.do(ctx, http.MethodGet, "/api/v1/pins", nil, &out)
+}
+
+// Rollout reports a release's rollout progress.
+func (c *Client) Rollout(ctx context.Context, typ, version string) (Rollout, error) {
+	var out Rollout
+	return out, c.do(ctx, http.MethodGet, "/api/v1/packages/"+url.PathEscape(typ)+"/"+url.PathEscape(version)+"/status", nil, &out)
+}
+
 // Revoke revokes agents and certificates.
 func (c *Client) Revoke(ctx context.Context, req RevocationRequest) (revocation.Result, error) {
 	var out revocation.Result

@@ -17,6 +17,9 @@ type Releases interface {
 	Publish(ctx context.Context, p release.Publish, artifact io.Reader) (state.Release, error)
 	List(ctx context.Context, f state.ReleaseFilter) ([]state.Release, error)
 	Yank(ctx context.Context, typ, version, reason, actor string) ([]state.Release, error)
+	Promote(ctx context.Context, typ, version string, selector map[string]string, actor string) (state.Pin, error)
+	Pins(ctx context.Context) ([]state.Pin, error)
+	Rollout(ctx context.Context, typ, version string) (release.Rollout, error)
 }
 
 // SignatureHeader carries the release's Sigstore bundle, base64, on
@@ -135,6 +138,94 @@ func (a *API) yank(w http.ResponseWriter, r *http.Request) {
 	out := make([]Release, 0, len(rs))
 	for _, rel := range rs {
 		out = append(out, releaseView(rel))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// PromoteRequest is the body of POST /api/v1/packages/{type}/{version}/promote.
+type PromoteRequest struct {
+	// Labels select the agents the pin applies to; empty pins the type's
+	// default channel.
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// Pin is a version assigned to the agents of a type whose labels match.
+type Pin struct {
+	Type     string    `json:"type"`
+	Selector string    `json:"selector"`
+	Version  string    `json:"version"`
+	PinnedAt time.Time `json:"pinned_at"`
+	PinnedBy string    `json:"pinned_by"`
+}
+
+func pinView(p state.Pin) Pin {
+	return Pin{Type: p.Type, Selector: p.Selector, Version: p.Version, PinnedAt: p.PinnedAt, PinnedBy: p.PinnedBy}
+}
+
+// AgentPackage is what an agent was offered for one package type and how
+// far it got.
+type AgentPackage struct {
+	UID       string    `json:"uid"`
+	Type      string    `json:"type"`
+	Version   string    `json:"version"`
+	SHA256    string    `json:"sha256"`
+	State     string    `json:"state"`
+	Message   string    `json:"message,omitempty"`
+	Rule      string    `json:"rule"`
+	Downgrade bool      `json:"downgrade"`
+	OfferedAt time.Time `json:"offered_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+func agentPackageView(p state.AgentPackage) AgentPackage {
+	return AgentPackage{UID: p.UID, Type: p.Type, Version: p.Version, SHA256: p.SHA256, State: p.State, Message: p.Message,
+		Rule: p.Rule, Downgrade: p.Downgrade, OfferedAt: p.OfferedAt, UpdatedAt: p.UpdatedAt}
+}
+
+// Rollout is GET /api/v1/packages/{type}/{version}/status.
+type Rollout struct {
+	Type     string         `json:"type"`
+	Version  string         `json:"version"`
+	Releases []Release      `json:"releases"`
+	Counts   map[string]int `json:"counts"`
+	Failures []AgentPackage `json:"failures"`
+}
+
+func (a *API) promote(w http.ResponseWriter, r *http.Request) {
+	var req PromoteRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	p, err := a.cfg.Releases.Promote(r.Context(), r.PathValue("type"), r.PathValue("version"), req.Labels, principal(r.Context()).Actor())
+	if a.releaseError(w, "promote", err) {
+		return
+	}
+	writeJSON(w, http.StatusOK, pinView(p))
+}
+
+func (a *API) listPins(w http.ResponseWriter, r *http.Request) {
+	ps, err := a.cfg.Releases.Pins(r.Context())
+	if a.releaseError(w, "list pins", err) {
+		return
+	}
+	out := make([]Pin, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, pinView(p))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *API) rolloutStatus(w http.ResponseWriter, r *http.Request) {
+	ro, err := a.cfg.Releases.Rollout(r.Context(), r.PathValue("type"), r.PathValue("version"))
+	if a.releaseError(w, "rollout status", err) {
+		return
+	}
+	out := Rollout{Type: ro.Type, Version: ro.Version, Counts: ro.Counts, Releases: []Release{}, Failures: []AgentPackage{}}
+	for _, rel := range ro.Releases {
+		out.Releases = append(out.Releases, releaseView(rel))
+	}
+	for _, f := range ro.Failures {
+		out.Failures = append(out.Failures, agentPackageView(f))
 	}
 	writeJSON(w, http.StatusOK, out)
 }

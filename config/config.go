@@ -34,6 +34,7 @@ type Config struct {
 	Audit        Audit        `yaml:"audit"`
 	Certificates Certificates `yaml:"certificates"`
 	Blobs        Blobs        `yaml:"blobs"`
+	Packages     Packages     `yaml:"packages"`
 	CRL          CRL          `yaml:"crl"`
 	OCSP         OCSP         `yaml:"ocsp"`
 	// Destinations are connections other than OpAMP (the agent's own
@@ -211,6 +212,28 @@ type BlobsS3 struct {
 	Insecure bool `yaml:"insecure"`
 }
 
+// Packages configures how releases are offered to agents.
+type Packages struct {
+	// DownloadBaseURL is the https://host:port agents download
+	// /v1/packages/<sha256> from. Empty means the address each agent used to
+	// reach the OpAMP endpoint (right behind a TCP load balancer too).
+	DownloadBaseURL string `yaml:"download_base_url"`
+	// Presign offers presigned object-storage URLs instead of the server's
+	// own endpoint when blobs.driver is s3. Default true.
+	Presign *bool `yaml:"presign"`
+	// PresignExpiry bounds a presigned URL's life. Empty means 1h.
+	PresignExpiry time.Duration `yaml:"presign_expiry"`
+	// RecheckInterval is how long a blob's hash check stays valid before
+	// it is offered or served again. Empty means 1h.
+	RecheckInterval time.Duration `yaml:"recheck_interval"`
+	// HaltFailureRate halts a rollout (no new offers of the release) when
+	// this share of the agents offered it reported a failed install...
+	// Empty means 0.2.
+	HaltFailureRate float64 `yaml:"halt_failure_rate"`
+	// ...and at least this many did. Empty means 3.
+	HaltMinFailures int `yaml:"halt_min_failures"`
+}
+
 // CRL configures the certificate revocation list served at /v1/crl.
 type CRL struct {
 	// NextUpdate is each CRL's validity window; a fresh one is made on every
@@ -241,6 +264,7 @@ type Log struct {
 
 // Default returns the configuration an empty file produces.
 func Default() Config {
+	yes := true
 	return Config{
 		TrustDomain: "trustamp.local",
 		OpAMP: OpAMP{Addr: ":4320", ServerNames: defaultServerNames(),
@@ -257,6 +281,8 @@ func Default() Config {
 			RotationRate: 50, ScanInterval: 10 * time.Second, OfferTimeout: 2 * time.Minute, AgentCSRInterval: 10 * time.Second,
 		},
 		Blobs: Blobs{Driver: "fs", Dir: "blobs"},
+		Packages: Packages{Presign: &yes, PresignExpiry: time.Hour, RecheckInterval: time.Hour,
+			HaltFailureRate: 0.2, HaltMinFailures: 3},
 		CRL:   CRL{NextUpdate: time.Hour},
 		OCSP:  OCSP{Validity: time.Hour},
 		Log:   Log{Level: "info", Format: "text"},
@@ -346,6 +372,21 @@ func (c *Config) applyDefaults() {
 	}
 	setString(&c.Blobs.Driver, d.Blobs.Driver)
 	setString(&c.Blobs.Dir, d.Blobs.Dir)
+	if c.Packages.Presign == nil {
+		c.Packages.Presign = d.Packages.Presign
+	}
+	if c.Packages.PresignExpiry == 0 {
+		c.Packages.PresignExpiry = d.Packages.PresignExpiry
+	}
+	if c.Packages.RecheckInterval == 0 {
+		c.Packages.RecheckInterval = d.Packages.RecheckInterval
+	}
+	if c.Packages.HaltFailureRate == 0 {
+		c.Packages.HaltFailureRate = d.Packages.HaltFailureRate
+	}
+	if c.Packages.HaltMinFailures == 0 {
+		c.Packages.HaltMinFailures = d.Packages.HaltMinFailures
+	}
 	if c.CRL.NextUpdate == 0 {
 		c.CRL.NextUpdate = d.CRL.NextUpdate
 	}
@@ -418,6 +459,21 @@ func (c *Config) Validate() error {
 		}
 	default:
 		return fmt.Errorf("blobs.driver: %q (want fs or s3)", c.Blobs.Driver)
+	}
+	if u := c.Packages.DownloadBaseURL; u != "" && !strings.HasPrefix(u, "https://") {
+		return fmt.Errorf("packages.download_base_url: %q is not an https URL (agents download over mTLS)", u)
+	}
+	if c.Packages.PresignExpiry < time.Minute || c.Packages.PresignExpiry > 7*24*time.Hour {
+		return fmt.Errorf("packages.presign_expiry: %s is outside 1m..168h (S3's limit)", c.Packages.PresignExpiry)
+	}
+	if c.Packages.RecheckInterval < 0 {
+		return errors.New("packages.recheck_interval: must not be negative")
+	}
+	if r := c.Packages.HaltFailureRate; r <= 0 || r > 1 {
+		return fmt.Errorf("packages.halt_failure_rate: %v is not in (0, 1]", r)
+	}
+	if c.Packages.HaltMinFailures < 1 {
+		return errors.New("packages.halt_min_failures: must be at least 1")
 	}
 	if c.CRL.NextUpdate < time.Minute {
 		return fmt.Errorf("crl.next_update: %s is below the 1m minimum", c.CRL.NextUpdate)

@@ -67,6 +67,24 @@ blobs:
     # Plain HTTP: only for a MinIO on loopback.
     insecure: false
 
+packages:
+  # https://host:port agents download /v1/packages/<sha256> from. Empty means
+  # the address each agent used to reach the OpAMP endpoint.
+  download_base_url: ""
+  # With blobs.driver s3: offer presigned object-storage URLs instead of the
+  # server's own download endpoint.
+  presign: true
+  # Life of a presigned URL (1m..168h).
+  presign_expiry: 1h
+  # A stored blob is hashed again before it is offered or served when its
+  # last check is older than this.
+  recheck_interval: 1h
+  # A rollout halts (no new offers of the release, audited) when this share of
+  # the agents offered a release reported a failed install, and at least
+  # halt_min_failures did.
+  halt_failure_rate: 0.2
+  halt_min_failures: 3
+
 crl:
   # Validity window of each CRL; a new one is made on every revocation and at
   # least every half of this. Minimum 1m.

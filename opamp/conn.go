@@ -36,6 +36,7 @@ const (
 
 type connInfo struct {
 	transport, remote string
+	host              string // the Host the agent asked for: base of download URLs
 	since             time.Time
 }
 
@@ -63,6 +64,8 @@ type conn struct {
 	release     func()
 
 	live types.Connection // WebSocket connection, once registered (opamp-go serialises its Sends)
+
+	pkg packageState // guarded by its own lock: re-offers run outside OnMessage
 }
 
 func (c *conn) callbacks() types.ConnectionCallbacks {
@@ -116,7 +119,7 @@ func (c *conn) onClose(oc types.Connection) {
 
 func (c *conn) onMessage(ctx context.Context, oc types.Connection, msg *protobufs.AgentToServer) *protobufs.ServerToAgent {
 	c.s.metrics.Messages.WithLabelValues("in").Inc()
-	resp := &protobufs.ServerToAgent{InstanceUid: msg.InstanceUid, Capabilities: serverCapabilities}
+	resp := &protobufs.ServerToAgent{InstanceUid: msg.InstanceUid, Capabilities: c.s.capabilities()}
 	var out *protobufs.ServerToAgent
 	switch c.kind {
 	case kindOverloaded:
@@ -170,6 +173,7 @@ func (c *conn) agentMessage(ctx context.Context, oc types.Connection, msg *proto
 	if st := msg.GetConnectionSettingsStatus(); st != nil {
 		c.s.rotation.settingsStatus(ctx, c, st)
 	}
+	c.offerPackages(ctx, msg, resp)
 	if cm := msg.GetCustomMessage(); cm != nil && cm.Capability == CSRCapability && cm.Type == extension.CSRReplyType {
 		c.destinationCSR(ctx, cm, resp)
 	} else if csr := csrOf(msg); csr != nil {

@@ -43,7 +43,7 @@ const (
 // enrollment token as a bearer token, (c) nobody else: 401.
 func (s *Server) onConnecting(r *http.Request) types.ConnectionResponse {
 	ctx := r.Context()
-	base := connInfo{transport: transportOf(r), remote: r.RemoteAddr, since: s.cfg.Clock()}
+	base := connInfo{transport: transportOf(r), remote: r.RemoteAddr, host: r.Host, since: s.cfg.Clock()}
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 		c, reason, err := s.authenticateCert(ctx, r.TLS.PeerCertificates, base)
 		if err != nil {

@@ -92,3 +92,16 @@ func (r *registry) disconnect(uid string) int {
 	}
 	return len(conns)
 }
+
+// all returns every live connection.
+func (r *registry) all() []*conn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*conn
+	for _, conns := range r.byUID {
+		for c := range conns {
+			out = append(out, c)
+		}
+	}
+	return out
+}

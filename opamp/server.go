@@ -17,6 +17,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/open-telemetry/opamp-go/protobufs"
 	opampserver "github.com/open-telemetry/opamp-go/server"
 	"github.com/open-telemetry/opamp-go/server/types"
 	"golang.org/x/time/rate"
@@ -74,6 +75,13 @@ type Config struct {
 	// Revocations is consulted on every handshake and message; nil means
 	// nothing is revoked (tests of other features).
 	Revocations RevocationChecker
+	// Packages decides what agents that accept packages are offered; nil
+	// means no packages are offered.
+	Packages Packages
+	// PackageRefresh is how often every connected agent's offer is
+	// recomputed without a local change (changes made on another replica).
+	// Zero means 30s.
+	PackageRefresh time.Duration
 	// Metrics receives counters. Nil means a private, unexported set.
 	Metrics *Metrics
 	// Logger receives logs. Nil means slog.Default().
@@ -140,6 +148,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.AgentCSRInterval <= 0 {
 		cfg.AgentCSRInterval = 10 * time.Second
+	}
+	if cfg.PackageRefresh <= 0 {
+		cfg.PackageRefresh = 30 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -231,6 +242,14 @@ func (s *Server) Disconnect(uid string) int { return s.conns.disconnect(uid) }
 // revoking one certificate leaves the agent's other connections alone.
 func (s *Server) DisconnectCerts(certs map[string][]string) map[string]int {
 	return s.conns.disconnectCerts(certs)
+}
+
+// capabilities are the server's capabilities, sent in every reply.
+func (s *Server) capabilities() uint64 {
+	if s.cfg.Packages != nil {
+		return serverCapabilities | uint64(protobufs.ServerCapabilities_ServerCapabilities_OffersPackages)
+	}
+	return serverCapabilities
 }
 
 // revoked reports whether serial is revoked, and why.

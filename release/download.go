@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/trustamp/trustamp/audit"
@@ -25,20 +24,13 @@ type Authorizer func(r *http.Request) (uid string, err error)
 // are hashed: a blob swapped in storage is never served, and its releases
 // are quarantined, audited.
 type Downloads struct {
-	svc          *Service
-	authorize    Authorizer
-	recheckAfter time.Duration
-
-	mu       sync.Mutex
-	verified map[string]time.Time // digest -> when its bytes last hashed right
+	svc       *Service
+	authorize Authorizer
 }
 
-// NewDownloads returns the download handler; recheckAfter zero means 1h.
-func (s *Service) NewDownloads(authorize Authorizer, recheckAfter time.Duration) *Downloads {
-	if recheckAfter <= 0 {
-		recheckAfter = time.Hour
-	}
-	return &Downloads{svc: s, authorize: authorize, recheckAfter: recheckAfter, verified: map[string]time.Time{}}
+// NewDownloads returns the download handler.
+func (s *Service) NewDownloads(authorize Authorizer) *Downloads {
+	return &Downloads{svc: s, authorize: authorize}
 }
 
 // ErrBlobTampered means stored bytes no longer hash to their name.
@@ -70,7 +62,7 @@ func (d *Downloads) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no active release has this digest", http.StatusNotFound)
 		return
 	}
-	if err := d.check(ctx, sha, rels); err != nil {
+	if err := d.svc.checkBlob(ctx, sha, rels); err != nil {
 		if errors.Is(err, ErrBlobTampered) {
 			http.Error(w, "release quarantined: stored bytes do not match", http.StatusGone)
 			return
@@ -93,17 +85,19 @@ func (d *Downloads) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(w, r, "", time.Time{}, content)
 }
 
-// check hashes the stored blob unless it was verified recently; on a
-// mismatch it quarantines every release with this digest.
-func (d *Downloads) check(ctx context.Context, sha string, rels []state.Release) error {
-	now := d.svc.cfg.Clock()
-	d.mu.Lock()
-	at, ok := d.verified[sha]
-	d.mu.Unlock()
-	if ok && now.Sub(at) < d.recheckAfter {
+// checkBlob hashes the stored blob unless it was verified recently; on a
+// mismatch it quarantines every release with this digest. Offers and
+// downloads share it, so a blob swapped in storage is neither offered nor
+// served.
+func (s *Service) checkBlob(ctx context.Context, sha string, rels []state.Release) error {
+	now := s.cfg.Clock()
+	s.mu.Lock()
+	at, ok := s.verified[sha]
+	s.mu.Unlock()
+	if ok && now.Sub(at) < s.cfg.RecheckAfter {
 		return nil
 	}
-	rc, err := d.svc.cfg.Blobs.Get(ctx, sha, 0, -1)
+	rc, err := s.cfg.Blobs.Get(ctx, sha, 0, -1)
 	if err != nil {
 		return err
 	}
@@ -114,26 +108,26 @@ func (d *Downloads) check(ctx context.Context, sha string, rels []state.Release)
 		return err
 	}
 	if got := fmt.Sprintf("%x", h.Sum(nil)); got != sha {
-		d.quarantine(ctx, sha, got, rels)
+		s.quarantine(ctx, sha, got, rels)
 		return ErrBlobTampered
 	}
-	d.mu.Lock()
-	d.verified[sha] = now
-	d.mu.Unlock()
+	s.mu.Lock()
+	s.verified[sha] = now
+	s.mu.Unlock()
 	return nil
 }
 
-func (d *Downloads) quarantine(ctx context.Context, sha, got string, rels []state.Release) {
+func (s *Service) quarantine(ctx context.Context, sha, got string, rels []state.Release) {
 	reason := "stored blob hashes to " + got
-	err := d.svc.cfg.Store.Update(context.WithoutCancel(ctx), func(tx *state.Tx) error {
+	err := s.cfg.Store.Update(context.WithoutCancel(ctx), func(tx *state.Tx) error {
 		for _, rel := range rels {
 			if rel.State == state.ReleaseQuarantined {
 				continue
 			}
-			if err := tx.SetReleaseState(ctx, rel.ID, state.ReleaseQuarantined, reason, d.svc.cfg.Clock()); err != nil {
+			if err := tx.SetReleaseState(ctx, rel.ID, state.ReleaseQuarantined, reason, s.cfg.Clock()); err != nil {
 				return err
 			}
-			if _, err := d.svc.cfg.Audit.Append(ctx, tx, audit.Record{Actor: "system:downloads", Action: "release.quarantine", Subject: rel.ID,
+			if _, err := s.cfg.Audit.Append(ctx, tx, audit.Record{Actor: "system:downloads", Action: "release.quarantine", Subject: rel.ID,
 				Details: map[string]any{"type": rel.Type, "version": rel.Version, "platform": rel.Platform, "sha256": sha, "stored_sha256": got}}); err != nil {
 				return err
 			}
@@ -141,9 +135,10 @@ func (d *Downloads) quarantine(ctx context.Context, sha, got string, rels []stat
 		return nil
 	})
 	if err != nil {
-		d.svc.cfg.Logger.Error("quarantine tampered release", "sha256", sha, "err", err)
+		s.cfg.Logger.Error("quarantine tampered release", "sha256", sha, "err", err)
 	}
-	d.svc.cfg.Logger.Error("blob tampered in storage: releases quarantined", "sha256", sha, "stored_sha256", got)
+	s.changed()
+	s.cfg.Logger.Error("blob tampered in storage: releases quarantined", "sha256", sha, "stored_sha256", got)
 }
 
 // blobSeeker is an io.ReadSeeker over a blob for http.ServeContent: a read

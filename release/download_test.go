@@ -37,7 +37,7 @@ func TestDownloads(t *testing.T) {
 		}
 		return "agent-1", nil
 	}
-	d := s.NewDownloads(agentOnly, time.Hour)
+	d := s.NewDownloads(agentOnly)
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/packages/{sha256}", d)
 	get := func(sha, rng string, agent bool) *httptest.ResponseRecorder {
@@ -106,7 +106,7 @@ func BenchmarkDownload200MB(b *testing.B) {
 		b.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /v1/packages/{sha256}", s.NewDownloads(func(*http.Request) (string, error) { return "a", nil }, time.Hour))
+	mux.Handle("GET /v1/packages/{sha256}", s.NewDownloads(func(*http.Request) (string, error) { return "a", nil }))
 	srv := httptest.NewTLSServer(mux)
 	defer srv.Close()
 	c := srv.Client()

@@ -19,6 +19,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -49,14 +50,40 @@ type Config struct {
 	Store  *state.Store
 	Audit  *audit.Log
 	Blobs  blob.Store
-	Logger *slog.Logger
+	// RecheckAfter is how long a blob's hash check stays valid before it is
+	// offered or served again. Zero means 1h.
+	RecheckAfter time.Duration
+	// Presign, when positive, makes offers carry presigned blob-store URLs
+	// valid that long instead of the server's own download endpoint.
+	Presign time.Duration
+	// DownloadBaseURL is the https://host:port of the download endpoint.
+	// Empty means the host each agent used to reach the OpAMP endpoint.
+	DownloadBaseURL string
+	// HaltFailureRate and HaltMinFailures halt a rollout when that share of
+	// the agents offered a release, and at least that many, reported a
+	// failed install. Zero means 0.2 and 3.
+	HaltFailureRate float64
+	HaltMinFailures int
+	// CatalogTTL bounds how stale the in-memory catalog (pins, releases)
+	// may be: changes made through this Service apply at once, changes made
+	// by another replica within CatalogTTL. Zero means 5s.
+	CatalogTTL time.Duration
+	// Metrics receives counters. Nil means a private, unexported set.
+	Metrics *Metrics
+	Logger  *slog.Logger
 	// Clock returns the current time. Nil means time.Now.
 	Clock func() time.Time
 }
 
-// Service publishes releases and manages publishers.
+// Service publishes releases, manages publishers, and decides which release
+// each agent is offered.
 type Service struct {
-	cfg Config
+	cfg     Config
+	changes chan struct{}
+
+	mu       sync.Mutex
+	verified map[string]time.Time // digest -> when its bytes last hashed right
+	snap     *catalog
 }
 
 // New returns a Service.
@@ -70,7 +97,22 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
-	return &Service{cfg: cfg}, nil
+	if cfg.RecheckAfter <= 0 {
+		cfg.RecheckAfter = time.Hour
+	}
+	if cfg.HaltFailureRate <= 0 {
+		cfg.HaltFailureRate = 0.2
+	}
+	if cfg.HaltMinFailures <= 0 {
+		cfg.HaltMinFailures = 3
+	}
+	if cfg.CatalogTTL <= 0 {
+		cfg.CatalogTTL = 5 * time.Second
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics()
+	}
+	return &Service{cfg: cfg, changes: make(chan struct{}, 1), verified: map[string]time.Time{}}, nil
 }
 
 var (
@@ -188,6 +230,7 @@ func (s *Service) Publish(ctx context.Context, p Publish, artifact io.Reader) (s
 		}
 		return state.Release{}, fmt.Errorf("record %s %s: %w", p.Type, p.Version, err)
 	}
+	s.changed()
 	return r, nil
 }
 
@@ -276,6 +319,11 @@ func (s *Service) Yank(ctx context.Context, typ, version, reason, actor string) 
 		}
 		return nil
 	})
+	if err == nil {
+		// Its agents move to what the pins now assign (the previous
+		// good release when the yanked one was pinned).
+		s.changed()
+	}
 	return out, err
 }
 

@@ -90,6 +90,26 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 			return nil, fmt.Errorf("certificates.profiles: %w", err)
 		}
 	}
+	blobs, err := openBlobs(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	relMetrics := release.NewMetrics()
+	if err := relMetrics.Register(reg); err != nil {
+		return nil, err
+	}
+	pc := d.Config.Packages
+	var presign time.Duration
+	if d.Config.Blobs.Driver == "s3" && *pc.Presign {
+		presign = pc.PresignExpiry
+	}
+	releases, err := release.New(release.Config{Store: d.Store, Audit: auditLog, Blobs: blobs,
+		RecheckAfter: pc.RecheckInterval, Presign: presign, DownloadBaseURL: pc.DownloadBaseURL,
+		HaltFailureRate: pc.HaltFailureRate, HaltMinFailures: pc.HaltMinFailures,
+		Metrics: relMetrics, Logger: o.Logger, Clock: o.Clock})
+	if err != nil {
+		return nil, err
+	}
 	op, err := opamp.New(opamp.Config{
 		Store: d.Store, CA: authority, Audit: auditLog, ReplicaID: d.Config.OpAMP.ReplicaID,
 		HeartbeatInterval:        d.Config.OpAMP.HeartbeatInterval,
@@ -102,20 +122,13 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 		OfferTimeout:             certs.OfferTimeout,
 		AgentCSRInterval:         certs.AgentCSRInterval,
 		Revocations:              revocations,
+		Packages:                 releases,
 		Metrics:                  metrics, Logger: o.Logger, Clock: o.Clock,
 	})
 	if err != nil {
 		return nil, err
 	}
 	revocations.SetConnections(op)
-	blobs, err := openBlobs(ctx, d)
-	if err != nil {
-		return nil, err
-	}
-	releases, err := release.New(release.Config{Store: d.Store, Audit: auditLog, Blobs: blobs, Logger: o.Logger, Clock: o.Clock})
-	if err != nil {
-		return nil, err
-	}
 	destNames := make([]string, 0, len(d.Config.Destinations))
 	for name := range d.Config.Destinations {
 		destNames = append(destNames, name)
@@ -137,7 +150,7 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 		TLS:                listenerCert.get,
 		CABundle:           authority.RootPEM,
 		Revocation:         revocations,
-		Downloads:          releases.NewDownloads(op.AuthorizeAgent, 0),
+		Downloads:          releases.NewDownloads(op.AuthorizeAgent),
 		Admin:              admin,
 		OnListening: func(opampAddr, adminAddr net.Addr) {
 			url := "https://" + dialable(adminAddr)

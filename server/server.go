@@ -80,6 +80,7 @@ type OpAMPHandler interface {
 	TLSConfig(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls.Config
 	Start(ctx context.Context) error
 	RunRotations(ctx context.Context) error
+	RunPackages(ctx context.Context) error
 }
 
 // Server is trustamp serve.
@@ -189,6 +190,7 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	if s.cfg.OpAMP != nil {
 		g.Go(func() error { return s.cfg.OpAMP.RunRotations(ctx) })
+		g.Go(func() error { return s.cfg.OpAMP.RunPackages(ctx) })
 	}
 	if s.cfg.Revocation != nil {
 		g.Go(func() error { return s.cfg.Revocation.Run(ctx, nil) })

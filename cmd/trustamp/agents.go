@@ -109,7 +109,7 @@ func newAgentsShowCmd(g *globals) *cobra.Command {
 }
 
 func agentRows(a api.Agent) [][]string {
-	return [][]string{
+	rows := [][]string{
 		{"uid", a.UID}, {"labels", fmtLabels(a.Labels)}, {"connected", yesNo(a.Connected)},
 		{"transport", a.Transport}, {"remote addr", a.RemoteAddr}, {"replica", a.Replica},
 		{"connected since", fmtTime(a.ConnectedSince)}, {"last seen", fmtTime(a.LastSeen)},
@@ -119,6 +119,18 @@ func agentRows(a api.Agent) [][]string {
 		{"effective config", a.EffectiveConfigHash}, {"description", string(a.Description)}, {"health", string(a.Health)},
 		{"quarantined", quarantineState(a.Quarantine)},
 	}
+	for _, p := range a.Packages {
+		state := p.State
+		if p.Message != "" {
+			state += ": " + p.Message
+		}
+		down := ""
+		if p.Downgrade {
+			down = ", downgrade"
+		}
+		rows = append(rows, []string{"package " + p.Type, fmt.Sprintf("%s %s%s (rule: %s)", p.Version, state, down, p.Rule)})
+	}
+	return rows
 }
 
 func quarantineState(q *api.Quarantine) string {

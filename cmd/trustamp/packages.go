@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync/atomic"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -90,7 +91,7 @@ func typesOrAny(t []string) string {
 
 func newPackagesCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "packages", Short: "Publish, list and yank signed agent releases"}
-	cmd.AddCommand(newPublishCmd(g), newPackagesListCmd(g), newYankCmd(g))
+	cmd.AddCommand(newPublishCmd(g), newPackagesListCmd(g), newYankCmd(g), newPromoteCmd(g), newPinsCmd(g), newRolloutStatusCmd(g))
 	return cmd
 }
 
@@ -221,6 +222,139 @@ func newYankCmd(g *globals) *cobra.Command {
 	cf.register(cmd)
 	cmd.Flags().StringVar(&reason, "reason", "", "why (required, audited)")
 	cmd.MarkFlagRequired("reason")
+	return cmd
+}
+
+func newPromoteCmd(g *globals) *cobra.Command {
+	var (
+		cf     clientFlags
+		labels []string
+	)
+	cmd := &cobra.Command{
+		Use:   "promote TYPE VERSION [--labels k=v]...",
+		Short: "Assign a release to the agents of a type (all, or those with the labels); audited",
+		Long: `Pins TYPE to VERSION for every agent of that type, or with --labels for the
+agents carrying all of those labels (the most specific matching pin wins).
+Connected agents are offered it at once. A version lower than what an agent
+runs is a deliberate downgrade: the offer is marked so the agent accepts it.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sel, err := labelSelector(labels, "")
+			if err != nil {
+				return err
+			}
+			c, err := cf.client(g)
+			if err != nil {
+				return err
+			}
+			p, err := c.Promote(cmd.Context(), args[0], args[1], sel)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s pinned to %s for %s\n", p.Type, p.Version, selectorOrAll(p.Selector))
+			return nil
+		},
+	}
+	cf.register(cmd)
+	cmd.Flags().StringArrayVar(&labels, "labels", nil, "only agents with this label, key=value (repeatable)")
+	return cmd
+}
+
+func selectorOrAll(sel string) string {
+	if sel == "" {
+		return "every agent of the type"
+	}
+	return "agents with " + sel
+}
+
+func newPinsCmd(g *globals) *cobra.Command {
+	var (
+		cf     clientFlags
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "pins",
+		Short: "List which version each package type (and label selector) is pinned to",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, "table", "json"); err != nil {
+				return err
+			}
+			c, err := cf.client(g)
+			if err != nil {
+				return err
+			}
+			ps, err := c.Pins(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(cmd.OutOrStdout(), ps)
+			}
+			rows := make([][]string, 0, len(ps))
+			for _, p := range ps {
+				rows = append(rows, []string{p.Type, selectorOrAll(p.Selector), p.Version, p.PinnedBy, fmtTime(&p.PinnedAt)})
+			}
+			return printTable(cmd.OutOrStdout(), []string{"TYPE", "AGENTS", "VERSION", "BY", "AT"}, rows)
+		},
+	}
+	cf.register(cmd)
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
+}
+
+func newRolloutStatusCmd(g *globals) *cobra.Command {
+	var (
+		cf     clientFlags
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "status TYPE VERSION",
+		Short: "Show a release's rollout: agents by state, and each failure",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, "table", "json"); err != nil {
+				return err
+			}
+			c, err := cf.client(g)
+			if err != nil {
+				return err
+			}
+			ro, err := c.Rollout(cmd.Context(), args[0], args[1])
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(cmd.OutOrStdout(), ro)
+			}
+			w := cmd.OutOrStdout()
+			for _, r := range ro.Releases {
+				state := r.State
+				if r.StateReason != "" {
+					state += " (" + r.StateReason + ")"
+				}
+				fmt.Fprintf(w, "%s %s %s: %s\n", r.Type, r.Version, r.Platform, state)
+			}
+			var rows [][]string
+			for _, st := range []string{"offered", "downloading", "installing", "installed", "failed"} {
+				rows = append(rows, []string{st, strconv.Itoa(ro.Counts[st])})
+			}
+			if err := printTable(w, []string{"STATE", "AGENTS"}, rows); err != nil {
+				return err
+			}
+			if len(ro.Failures) == 0 {
+				return nil
+			}
+			fmt.Fprintln(w)
+			rows = rows[:0]
+			for _, f := range ro.Failures {
+				rows = append(rows, []string{f.UID, fmtTime(&f.UpdatedAt), f.Message})
+			}
+			return printTable(w, []string{"FAILED AGENT", "AT", "MESSAGE"}, rows)
+		},
+	}
+	cf.register(cmd)
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	return cmd
 }
 

@@ -55,3 +55,57 @@ func testPackages(t *testing.T, open Opener) {
 		t.Fatalf("removing twice: %v", err)
 	}
 }
+
+func testRollouts(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s, _ := openClosed(t, open)
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	update := func(fn func(tx *state.Tx) error) {
+		t.Helper()
+		if err := s.Update(ctx, fn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	update(func(tx *state.Tx) error {
+		return tx.PutPin(ctx, state.Pin{Type: "otelcol", Version: "1.0.0", PinnedAt: now, PinnedBy: "admin:a"})
+	})
+	update(func(tx *state.Tx) error {
+		return tx.PutPin(ctx, state.Pin{Type: "otelcol", Selector: "region=eu", Version: "0.9.0", PinnedAt: now, PinnedBy: "admin:a"})
+	})
+	// A second pin of the same type and selector replaces the first.
+	update(func(tx *state.Tx) error {
+		return tx.PutPin(ctx, state.Pin{Type: "otelcol", Version: "1.1.0", PinnedAt: now.Add(time.Minute), PinnedBy: "admin:b"})
+	})
+	pins := mustView(t, s, func(tx *state.Tx) ([]state.Pin, error) { return tx.Pins(ctx) })
+	if len(pins) != 2 || pins[0].Selector != "" || pins[0].Version != "1.1.0" || pins[0].PinnedBy != "admin:b" ||
+		pins[1].Selector != "region=eu" || pins[1].Version != "0.9.0" {
+		t.Fatalf("pins %+v", pins)
+	}
+	update(func(tx *state.Tx) error { return tx.DeletePin(ctx, "otelcol", "region=eu") })
+	if err := s.Update(ctx, func(tx *state.Tx) error { return tx.DeletePin(ctx, "otelcol", "region=eu") }); !errors.Is(err, state.ErrNotFound) {
+		t.Fatalf("deleting a missing pin: %v", err)
+	}
+
+	offer := state.AgentPackage{UID: "a1", Type: "otelcol", Version: "1.1.0", SHA256: "aa", State: state.PackageOffered,
+		Rule: "pin otelcol", OfferedAt: now, UpdatedAt: now}
+	update(func(tx *state.Tx) error { return tx.PutAgentPackage(ctx, offer) })
+	failed := offer
+	failed.UID, failed.State, failed.Message, failed.Downgrade = "a2", state.PackageFailed, "bad hash", true
+	update(func(tx *state.Tx) error { return tx.PutAgentPackage(ctx, failed) })
+	// A status update replaces the row of the same agent and type.
+	offer.State, offer.UpdatedAt = state.PackageInstalled, now.Add(time.Minute)
+	update(func(tx *state.Tx) error { return tx.PutAgentPackage(ctx, offer) })
+	got := mustView(t, s, func(tx *state.Tx) ([]state.AgentPackage, error) { return tx.AgentPackages(ctx, "", "otelcol", "1.1.0") })
+	if len(got) != 2 || got[0].UID != "a1" || got[0].State != state.PackageInstalled || !got[0].UpdatedAt.Equal(now.Add(time.Minute)) ||
+		got[1].State != state.PackageFailed || got[1].Message != "bad hash" || !got[1].Downgrade || got[0].Downgrade {
+		t.Fatalf("agent packages %+v", got)
+	}
+	one := mustView(t, s, func(tx *state.Tx) ([]state.AgentPackage, error) { return tx.AgentPackages(ctx, "a2", "", "") })
+	if len(one) != 1 || one[0].UID != "a2" {
+		t.Fatalf("agent a2 packages %+v", one)
+	}
+	none := mustView(t, s, func(tx *state.Tx) ([]state.AgentPackage, error) { return tx.AgentPackages(ctx, "", "otelcol", "1.0.0") })
+	if len(none) != 0 {
+		t.Fatalf("release 1.0.0 has %d agents, want 0", len(none))
+	}
+}

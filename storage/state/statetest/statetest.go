@@ -46,6 +46,7 @@ func Run(t *testing.T, open Opener) {
 		{"Quarantine", testQuarantine},
 		{"Counters", testCounters},
 		{"Packages", testPackages},
+		{"Rollouts", testRollouts},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open) })

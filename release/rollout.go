@@ -1,0 +1,461 @@
+package release
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+
+	"golang.org/x/mod/semver"
+
+	"github.com/trustamp/trustamp/audit"
+	"github.com/trustamp/trustamp/storage/blob"
+	"github.com/trustamp/trustamp/storage/state"
+)
+
+// Agent is what targeting knows of one agent.
+type Agent struct {
+	UID string
+	// Type is its package type (service.name, or the package.type label);
+	// Platform is <os.type>/<host.arch> (or the package.platform label).
+	Type, Platform string
+	// Version is what it reports running for its top-level package ("" when
+	// unknown).
+	Version string
+	Labels  map[string]string
+	// Host is the host:port it reached the OpAMP endpoint at: the default
+	// base of download URLs, so they work behind any load balancer it went
+	// through.
+	Host string
+}
+
+// Offer is the release an agent should run.
+type Offer struct {
+	Release state.Release
+	URL     string
+	// Downgrade marks a deliberate move below the version the agent runs
+	// (an operator pin, or a yanked current release); agents refuse lower
+	// versions without it. From is that running version.
+	Downgrade bool
+	From      string
+	// Rule says what chose the release, for `agents show` and the record.
+	Rule string
+}
+
+// catalog is an in-memory view of pins and releases: targeting runs on
+// every agent message and must not query the database each time.
+type catalog struct {
+	pins     map[string][]state.Pin               // by type, most specific selector first
+	releases map[string]map[string]state.Release // by type+"\x00"+platform, then version
+	loaded   int64                               // Clock().UnixNano() at load
+}
+
+// Changes signals (coalesced) that pins or releases changed through this
+// Service: the OpAMP server then re-offers to its connected agents.
+func (s *Service) Changes() <-chan struct{} { return s.changes }
+
+// changed drops the cached catalog and signals Changes.
+func (s *Service) changed() {
+	s.mu.Lock()
+	s.snap = nil
+	s.mu.Unlock()
+	select {
+	case s.changes <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Service) catalog(ctx context.Context) (*catalog, error) {
+	now := s.cfg.Clock().UnixNano()
+	s.mu.Lock()
+	c := s.snap
+	s.mu.Unlock()
+	if c != nil && now-c.loaded < int64(s.cfg.CatalogTTL) {
+		return c, nil
+	}
+	var (
+		pins []state.Pin
+		rels []state.Release
+	)
+	err := s.cfg.Store.View(ctx, func(tx *state.Tx) (err error) {
+		if pins, err = tx.Pins(ctx); err != nil {
+			return err
+		}
+		rels, err = tx.Releases(ctx, state.ReleaseFilter{})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load release catalog: %w", err)
+	}
+	c = &catalog{pins: map[string][]state.Pin{}, releases: map[string]map[string]state.Release{}, loaded: now}
+	for _, p := range pins {
+		c.pins[p.Type] = append(c.pins[p.Type], p)
+	}
+	for _, ps := range c.pins {
+		sort.SliceStable(ps, func(i, j int) bool { return selectorSize(ps[i].Selector) > selectorSize(ps[j].Selector) })
+	}
+	for _, r := range rels {
+		k := r.Type + "\x00" + r.Platform
+		if c.releases[k] == nil {
+			c.releases[k] = map[string]state.Release{}
+		}
+		c.releases[k][canonicalVersion(r.Version)] = r
+	}
+	s.mu.Lock()
+	s.snap = c
+	s.mu.Unlock()
+	return c, nil
+}
+
+// decide picks an agent's release from the catalog. It reports false when
+// the agent should be offered nothing new. prior is what it was offered
+// last (nil: nothing).
+func (c *catalog) decide(a Agent, prior *state.AgentPackage) (Offer, bool) {
+	pin, ok := c.pin(a)
+	if !ok {
+		return Offer{}, false
+	}
+	rels := c.releases[a.Type+"\x00"+a.Platform]
+	pinned, ok := rels[canonicalVersion(pin.Version)]
+	rule := "pin " + pinName(pin)
+	if !ok {
+		return Offer{Rule: rule + ": no build for " + a.Platform}, false
+	}
+	o := Offer{Release: pinned, Rule: rule}
+	explicit := true
+	switch pinned.State {
+	case state.ReleaseActive:
+	case state.ReleaseHalted:
+		// A halted rollout makes no new offers; who has it keeps it.
+		if prior == nil || prior.SHA256 != pinned.SHA256 {
+			return Offer{Rule: rule + ": rollout halted"}, false
+		}
+	default:
+		// The pinned release was withdrawn: fall back to the newest active
+		// release below it.
+		prev, ok := previousActive(rels, pinned.Version)
+		if !ok {
+			return Offer{Rule: rule + ": " + string(pinned.State) + ", no earlier active release"}, false
+		}
+		o.Release, o.Rule, explicit = prev, rule+" ("+pinned.Version+" "+string(pinned.State)+"): previous release", false
+	}
+	if a.Version != "" && compareVersions(o.Release.Version, a.Version) < 0 {
+		// Lower than what the agent runs: only deliberately.
+		current, known := rels[canonicalVersion(a.Version)]
+		withdrawn := known && current.State != state.ReleaseActive && current.State != state.ReleaseHalted
+		if !explicit && !withdrawn {
+			return Offer{Rule: o.Rule + ": downgrade from " + a.Version + " refused"}, false
+		}
+		o.Downgrade, o.From = true, a.Version
+	}
+	return o, true
+}
+
+// pin is the most specific pin whose selector the agent's labels match.
+func (c *catalog) pin(a Agent) (state.Pin, bool) {
+	for _, p := range c.pins[a.Type] {
+		if selectorMatches(p.Selector, a.Labels) {
+			return p, true
+		}
+	}
+	return state.Pin{}, false
+}
+
+func previousActive(rels map[string]state.Release, below string) (state.Release, bool) {
+	var best state.Release
+	found := false
+	for _, r := range rels {
+		if r.State != state.ReleaseActive || compareVersions(r.Version, below) >= 0 {
+			continue
+		}
+		if !found || compareVersions(r.Version, best.Version) > 0 {
+			best, found = r, true
+		}
+	}
+	return best, found
+}
+
+// Offer decides what an agent should run, checks the stored bytes, and
+// records the offer when it differs from prior. It reports false when there
+// is nothing (new) to offer; the returned row is what is now on record.
+func (s *Service) Offer(ctx context.Context, a Agent, prior *state.AgentPackage) (Offer, *state.AgentPackage, bool, error) {
+	c, err := s.catalog(ctx)
+	if err != nil {
+		return Offer{}, prior, false, err
+	}
+	o, ok := c.decide(a, prior)
+	if !ok {
+		return o, prior, false, nil
+	}
+	if err := s.checkBlob(ctx, o.Release.SHA256, []state.Release{o.Release}); err != nil {
+		if errors.Is(err, ErrBlobTampered) {
+			return Offer{}, prior, false, nil
+		}
+		return Offer{}, prior, false, fmt.Errorf("check blob of %s %s: %w", o.Release.Type, o.Release.Version, err)
+	}
+	if o.URL, err = s.downloadURL(ctx, a, o.Release.SHA256); err != nil {
+		return Offer{}, prior, false, err
+	}
+	if prior != nil && prior.SHA256 == o.Release.SHA256 && prior.Downgrade == o.Downgrade {
+		return o, prior, true, nil
+	}
+	now := s.cfg.Clock()
+	row := &state.AgentPackage{UID: a.UID, Type: a.Type, Version: o.Release.Version, SHA256: o.Release.SHA256,
+		State: state.PackageOffered, Rule: o.Rule, Downgrade: o.Downgrade, OfferedAt: now, UpdatedAt: now}
+	if err := s.cfg.Store.Update(ctx, func(tx *state.Tx) error { return tx.PutAgentPackage(ctx, *row) }); err != nil {
+		return Offer{}, prior, false, fmt.Errorf("record offer of %s %s to %s: %w", a.Type, o.Release.Version, a.UID, err)
+	}
+	s.cfg.Metrics.Offers.WithLabelValues(a.Type, o.Release.Version).Inc()
+	return o, row, true, nil
+}
+
+func (s *Service) downloadURL(ctx context.Context, a Agent, sha string) (string, error) {
+	if s.cfg.Presign > 0 {
+		u, err := s.cfg.Blobs.Presign(ctx, sha, s.cfg.Presign)
+		if err != nil && !errors.Is(err, blob.ErrNotSupported) {
+			return "", fmt.Errorf("presign %s: %w", sha, err)
+		}
+		if err == nil {
+			return u, nil
+		}
+	}
+	base := s.cfg.DownloadBaseURL
+	if base == "" {
+		if a.Host == "" {
+			return "", errors.New("no download base URL: set packages.download_base_url")
+		}
+		base = "https://" + a.Host
+	}
+	return strings.TrimSuffix(base, "/") + "/v1/packages/" + url.PathEscape(sha), nil
+}
+
+// Status is what an agent reported about the release it was offered.
+type Status struct {
+	Version string // the version offered that the status is about
+	State   string // one of state.Package*
+	Message string
+}
+
+// Report records an agent's progress on its offer; a failure that takes the
+// release's failure rate past the threshold halts its rollout (audited).
+func (s *Service) Report(ctx context.Context, a Agent, prior *state.AgentPackage, st Status) (*state.AgentPackage, error) {
+	if prior == nil || canonicalVersion(st.Version) != canonicalVersion(prior.Version) ||
+		(prior.State == st.State && prior.Message == st.Message) {
+		return prior, nil
+	}
+	row := *prior
+	row.State, row.Message, row.UpdatedAt = st.State, st.Message, s.cfg.Clock()
+	if err := s.cfg.Store.Update(ctx, func(tx *state.Tx) error { return tx.PutAgentPackage(ctx, row) }); err != nil {
+		return prior, fmt.Errorf("record package status of %s: %w", a.UID, err)
+	}
+	switch st.State {
+	case state.PackageInstalled:
+		s.cfg.Metrics.Installs.WithLabelValues(row.Type, row.Version).Inc()
+	case state.PackageFailed:
+		s.cfg.Metrics.Failures.WithLabelValues(row.Type, row.Version).Inc()
+		if err := s.maybeHalt(ctx, row.Type, row.Version); err != nil {
+			s.cfg.Logger.Error("check rollout failure rate", "type", row.Type, "version", row.Version, "err", err)
+		}
+	}
+	return &row, nil
+}
+
+// maybeHalt halts the rollout of typ at version when its failures pass the
+// threshold. The count and the state change share one transaction, so two
+// replicas cannot both halt it.
+func (s *Service) maybeHalt(ctx context.Context, typ, version string) error {
+	halted := false
+	err := s.cfg.Store.Update(ctx, func(tx *state.Tx) error {
+		rows, err := tx.AgentPackages(ctx, "", typ, version)
+		if err != nil {
+			return err
+		}
+		failed := 0
+		for _, r := range rows {
+			if r.State == state.PackageFailed {
+				failed++
+			}
+		}
+		if failed < s.cfg.HaltMinFailures || float64(failed) < s.cfg.HaltFailureRate*float64(len(rows)) {
+			return nil
+		}
+		rels, err := tx.Releases(ctx, state.ReleaseFilter{Type: typ, Version: version})
+		if err != nil {
+			return err
+		}
+		reason := fmt.Sprintf("%d of %d agents failed to install (threshold %.0f%%, at least %d)",
+			failed, len(rows), 100*s.cfg.HaltFailureRate, s.cfg.HaltMinFailures)
+		for _, r := range rels {
+			if r.State != state.ReleaseActive {
+				continue
+			}
+			if err := tx.SetReleaseState(ctx, r.ID, state.ReleaseHalted, reason, s.cfg.Clock()); err != nil {
+				return err
+			}
+			if _, err := s.cfg.Audit.Append(ctx, tx, audit.Record{Actor: "system:rollouts", Action: "release.halt", Subject: r.ID,
+				Details: map[string]any{"type": typ, "version": version, "platform": r.Platform, "failed": failed,
+					"offered": len(rows), "reason": reason}}); err != nil {
+				return err
+			}
+			halted = true
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if halted {
+		s.cfg.Metrics.Halts.WithLabelValues(typ, version).Inc()
+		s.cfg.Logger.Warn("rollout halted: too many failed installs", "type", typ, "version", version)
+		s.changed()
+	}
+	return nil
+}
+
+// AgentPackages returns what one agent was last offered, by type.
+func (s *Service) AgentPackages(ctx context.Context, uid string) ([]state.AgentPackage, error) {
+	var out []state.AgentPackage
+	err := s.cfg.Store.View(ctx, func(tx *state.Tx) (err error) {
+		out, err = tx.AgentPackages(ctx, uid, "", "")
+		return err
+	})
+	return out, err
+}
+
+// Rollout is the progress of one release across the agents offered it.
+type Rollout struct {
+	Type, Version string
+	Releases      []state.Release
+	Counts        map[string]int // by state.Package* state
+	Failures      []state.AgentPackage
+}
+
+// Rollout reports how far typ at version got.
+func (s *Service) Rollout(ctx context.Context, typ, version string) (Rollout, error) {
+	r := Rollout{Type: typ, Version: version, Counts: map[string]int{}}
+	err := s.cfg.Store.View(ctx, func(tx *state.Tx) error {
+		rels, err := tx.Releases(ctx, state.ReleaseFilter{Type: typ, Version: version})
+		if err != nil {
+			return err
+		}
+		if len(rels) == 0 {
+			return fmt.Errorf("no release %s %s: %w", typ, version, ErrNotFound)
+		}
+		r.Releases = rels
+		rows, err := tx.AgentPackages(ctx, "", typ, version)
+		for _, row := range rows {
+			r.Counts[row.State]++
+			if row.State == state.PackageFailed {
+				r.Failures = append(r.Failures, row)
+			}
+		}
+		return err
+	})
+	return r, err
+}
+
+// Promote pins typ to version for the agents whose labels match selector
+// (nil: the type's default channel). The version must have an active
+// build; a lower version than before is a deliberate downgrade for the
+// agents it covers. Audited.
+func (s *Service) Promote(ctx context.Context, typ, version string, selector map[string]string, actor string) (state.Pin, error) {
+	if !namePattern.MatchString(typ) {
+		return state.Pin{}, fmt.Errorf("%w: package type %q", ErrInvalid, typ)
+	}
+	sel, err := canonicalSelector(selector)
+	if err != nil {
+		return state.Pin{}, err
+	}
+	pin := state.Pin{Type: typ, Selector: sel, Version: version, PinnedAt: s.cfg.Clock(), PinnedBy: actor}
+	err = s.cfg.Store.Update(ctx, func(tx *state.Tx) error {
+		rels, err := tx.Releases(ctx, state.ReleaseFilter{Type: typ, Version: version})
+		if err != nil {
+			return err
+		}
+		active := slices.ContainsFunc(rels, func(r state.Release) bool { return r.State == state.ReleaseActive })
+		if !active {
+			return fmt.Errorf("no active release %s %s to promote (publish it first; yanked, halted and quarantined releases cannot be promoted): %w",
+				typ, version, ErrNotFound)
+		}
+		pin.Version = rels[0].Version
+		pins, err := tx.Pins(ctx)
+		if err != nil {
+			return err
+		}
+		previous := ""
+		for _, p := range pins {
+			if p.Type == typ && p.Selector == sel {
+				previous = p.Version
+			}
+		}
+		if err := tx.PutPin(ctx, pin); err != nil {
+			return err
+		}
+		_, err = s.cfg.Audit.Append(ctx, tx, audit.Record{Actor: actor, Action: "release.promote", Subject: typ + "@" + pin.Version,
+			Details: map[string]any{"type": typ, "version": pin.Version, "selector": sel, "previous": previous}})
+		return err
+	})
+	if err != nil {
+		return state.Pin{}, fmt.Errorf("promote %s %s: %w", typ, version, err)
+	}
+	s.changed()
+	return pin, nil
+}
+
+// Pins lists the pins in force.
+func (s *Service) Pins(ctx context.Context) ([]state.Pin, error) {
+	var out []state.Pin
+	err := s.cfg.Store.View(ctx, func(tx *state.Tx) (err error) {
+		out, err = tx.Pins(ctx)
+		return err
+	})
+	return out, err
+}
+
+func pinName(p state.Pin) string {
+	if p.Selector == "" {
+		return p.Type + "@" + p.Version
+	}
+	return p.Type + "@" + p.Version + " [" + p.Selector + "]"
+}
+
+// canonicalSelector renders labels as "k=v,k2=v2" sorted by key.
+func canonicalSelector(sel map[string]string) (string, error) {
+	keys := slices.Sorted(maps.Keys(sel))
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if k == "" || strings.ContainsAny(k, "=,") || strings.ContainsAny(sel[k], "=,") {
+			return "", fmt.Errorf("%w: label %q=%q: keys and values may not contain '=' or ','", ErrInvalid, k, sel[k])
+		}
+		parts = append(parts, k+"="+sel[k])
+	}
+	return strings.Join(parts, ","), nil
+}
+
+func selectorSize(sel string) int {
+	if sel == "" {
+		return 0
+	}
+	return strings.Count(sel, ",") + 1
+}
+
+func selectorMatches(sel string, labels map[string]string) bool {
+	if sel == "" {
+		return true
+	}
+	for _, kv := range strings.Split(sel, ",") {
+		k, v, _ := strings.Cut(kv, "=")
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+func canonicalVersion(v string) string { return "v" + strings.TrimPrefix(v, "v") }
+
+func compareVersions(a, b string) int { return semver.Compare(canonicalVersion(a), canonicalVersion(b)) }
