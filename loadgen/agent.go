@@ -56,6 +56,8 @@ type AgentConfig struct {
 	// OnDestinationCert is called when the agent took a certificate for a
 	// destination.
 	OnDestinationCert func(DestinationCert)
+	// Packages, when set, makes the agent accept package offers.
+	Packages *PackagesConfig
 }
 
 // DestinationCert is a certificate an agent took for another destination.
@@ -81,6 +83,7 @@ type Agent struct {
 	pendingKey *ecdsa.PrivateKey  // key of a CSR sent, awaiting its certificate
 	switching  bool
 	destKeys   map[string]*ecdsa.PrivateKey // keys of destination CSRs sent
+	pkgs       *memPackages                 // nil unless cfg.Packages
 }
 
 // NewAgent makes an agent with a fresh ECDSA P-256 key and a UUIDv7 uid.
@@ -95,7 +98,11 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = nopLogger{}
 	}
-	return &Agent{cfg: cfg, UID: uuid.Must(uuid.NewV7()), key: key}, nil
+	a := &Agent{cfg: cfg, UID: uuid.Must(uuid.NewV7()), key: key}
+	if cfg.Packages != nil {
+		a.pkgs = newMemPackages(cfg.Packages)
+	}
+	return a, nil
 }
 
 // ServerError is a ServerErrorResponse the server answered with.
@@ -216,7 +223,21 @@ func (a *Agent) connectWith(ctx context.Context, certPEM []byte, key *ecdsa.Priv
 				onError(se)
 			}
 		},
-		OnMessage: func(_ context.Context, m *types.MessageData) {
+		DownloadHTTPClient: func(context.Context, *protobufs.DownloadableFile) (*http.Client, error) {
+			return a.downloadClient()
+		},
+		OnMessage: func(ctx context.Context, m *types.MessageData) {
+			if m.PackagesAvailable != nil && a.pkgs != nil {
+				if a.cfg.Packages.OnOffer != nil {
+					a.cfg.Packages.OnOffer(m.PackagesAvailable)
+				}
+				a.pkgs.offer(m.PackagesAvailable)
+				if m.PackageSyncer != nil {
+					if err := m.PackageSyncer.Sync(ctx); err != nil {
+						a.cfg.Logger.Errorf(ctx, "package sync: %v", err)
+					}
+				}
+			}
 			if cm := m.CustomMessage; a.cfg.CSRCapability && cm != nil && cm.Capability == extension.CSRCapability && cm.Type == extension.CSRRequestType {
 				var req extension.CSRMessage
 				json.Unmarshal(cm.Data, &req)
@@ -498,7 +519,19 @@ func (a *Agent) startAs(ctx context.Context, uid uuid.UUID, hdr http.Header, cer
 	for _, d := range a.cfg.Destinations {
 		caps |= extension.DestinationCapability(d)
 	}
-	if err := c.SetCapabilities(&caps); err != nil {
+	var (
+		provider  types.PackagesStateProvider
+		startCaps protobufs.AgentCapabilities
+	)
+	if a.pkgs != nil && cert != nil {
+		// opamp-go v0.23.0 refuses AcceptsPackages in SetCapabilities
+		// before Start (no PackagesStateProvider yet) and refuses a
+		// provider at Start without it: the deprecated StartSettings field
+		// is the only way in.
+		caps |= protobufs.AgentCapabilities_AgentCapabilities_AcceptsPackages |
+			protobufs.AgentCapabilities_AgentCapabilities_ReportsPackageStatuses
+		provider, startCaps = a.pkgs, caps
+	} else if err := c.SetCapabilities(&caps); err != nil {
 		return nil, err
 	}
 	if a.cfg.CSRCapability {
@@ -506,27 +539,60 @@ func (a *Agent) startAs(ctx context.Context, uid uuid.UUID, hdr http.Header, cer
 			return nil, err
 		}
 	}
-	if err := c.SetAgentDescription(&protobufs.AgentDescription{
-		IdentifyingAttributes: []*protobufs.KeyValue{
-			{Key: "service.name", Value: &protobufs.AnyValue{Value: &protobufs.AnyValue_StringValue{StringValue: "trustamp-loadgen"}}},
-			{Key: "service.instance.id", Value: &protobufs.AnyValue{Value: &protobufs.AnyValue_StringValue{StringValue: uid.String()}}},
-		},
-	}); err != nil {
+	if err := c.SetAgentDescription(a.description(uid)); err != nil {
 		return nil, err
 	}
 	hb := a.cfg.Heartbeat
 	err := c.Start(ctx, types.StartSettings{
-		OpAMPServerURL:    a.cfg.ServerURL,
-		Header:            hdr,
-		TLSConfig:         tlsCfg,
-		InstanceUid:       types.InstanceUid(uid),
-		Callbacks:         cb,
-		HeartbeatInterval: &hb,
+		OpAMPServerURL:        a.cfg.ServerURL,
+		Header:                hdr,
+		TLSConfig:             tlsCfg,
+		InstanceUid:           types.InstanceUid(uid),
+		Callbacks:             cb,
+		PackagesStateProvider: provider,
+		Capabilities:          startCaps,
+		HeartbeatInterval:     &hb,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("loadgen: start opamp client: %w", err)
 	}
 	return c, nil
+}
+
+func (a *Agent) description(uid uuid.UUID) *protobufs.AgentDescription {
+	str := func(k, v string) *protobufs.KeyValue {
+		return &protobufs.KeyValue{Key: k, Value: &protobufs.AnyValue{Value: &protobufs.AnyValue_StringValue{StringValue: v}}}
+	}
+	d := &protobufs.AgentDescription{IdentifyingAttributes: []*protobufs.KeyValue{
+		str("service.name", "trustamp-loadgen"), str("service.instance.id", uid.String()),
+	}}
+	if p := a.cfg.Packages; p != nil {
+		d.IdentifyingAttributes[0] = str("service.name", p.Type)
+		d.IdentifyingAttributes = append(d.IdentifyingAttributes, str("service.version", p.Version))
+		d.NonIdentifyingAttributes = []*protobufs.KeyValue{str("os.type", p.OS), str("host.arch", p.Arch)}
+	}
+	return d
+}
+
+// downloadClient is an HTTP client with the agent's current mTLS
+// credentials: trustamp's download endpoint wants them.
+func (a *Agent) downloadClient() (*http.Client, error) {
+	a.mu.Lock()
+	certPEM, key := a.CertPEM, a.key
+	a.mu.Unlock()
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	pair, err := tls.X509KeyPair(certPEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(a.cfg.CAPEM)
+	return &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, Certificates: []tls.Certificate{pair}},
+	}}, nil
 }
 
 // KeyPEM returns the agent's current private key as PKCS#8 PEM (tests build

@@ -200,12 +200,17 @@ func (s *Service) Offer(ctx context.Context, a Agent, prior *state.AgentPackage)
 	if o.URL, err = s.downloadURL(ctx, a, o.Release.SHA256); err != nil {
 		return Offer{}, prior, false, err
 	}
-	if prior != nil && prior.SHA256 == o.Release.SHA256 && prior.Downgrade == o.Downgrade {
+	if prior != nil && prior.SHA256 == o.Release.SHA256 {
+		// The same release as before is the same offer, downgrade mark
+		// included: once installed the agent runs that version and a fresh
+		// decision would no longer call it a downgrade, but a changed offer
+		// would make it install again.
+		o.Downgrade, o.From = prior.Downgrade, prior.From
 		return o, prior, true, nil
 	}
 	now := s.cfg.Clock()
 	row := &state.AgentPackage{UID: a.UID, Type: a.Type, Version: o.Release.Version, SHA256: o.Release.SHA256,
-		State: state.PackageOffered, Rule: o.Rule, Downgrade: o.Downgrade, OfferedAt: now, UpdatedAt: now}
+		State: state.PackageOffered, Rule: o.Rule, Downgrade: o.Downgrade, From: o.From, OfferedAt: now, UpdatedAt: now}
 	if err := s.cfg.Store.Update(ctx, func(tx *state.Tx) error { return tx.PutAgentPackage(ctx, *row) }); err != nil {
 		return Offer{}, prior, false, fmt.Errorf("record offer of %s %s to %s: %w", a.Type, o.Release.Version, a.UID, err)
 	}

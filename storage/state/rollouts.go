@@ -85,13 +85,15 @@ type AgentPackage struct {
 	State   string
 	Message string // the agent's error message when failed
 	// Rule says what set this target (a pin, a fallback after a yank).
-	Rule      string
+	Rule string
+	// Downgrade marks a deliberate move down from version From.
 	Downgrade bool
+	From      string
 	OfferedAt time.Time
 	UpdatedAt time.Time
 }
 
-const agentPackageColumns = "uid, type, version, sha256, state, message, rule, downgrade, offered_at_us, updated_at_us"
+const agentPackageColumns = "uid, type, version, sha256, state, message, rule, downgrade, from_version, offered_at_us, updated_at_us"
 
 // PutAgentPackage records an offer or a status change.
 func (tx *Tx) PutAgentPackage(ctx context.Context, p AgentPackage) error {
@@ -99,11 +101,11 @@ func (tx *Tx) PutAgentPackage(ctx context.Context, p AgentPackage) error {
 	if p.Downgrade {
 		down = 1
 	}
-	_, err := tx.exec(ctx, `INSERT INTO agent_packages (`+agentPackageColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	_, err := tx.exec(ctx, `INSERT INTO agent_packages (`+agentPackageColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (uid, type) DO UPDATE SET version = excluded.version, sha256 = excluded.sha256, state = excluded.state,
-		message = excluded.message, rule = excluded.rule, downgrade = excluded.downgrade,
+		message = excluded.message, rule = excluded.rule, downgrade = excluded.downgrade, from_version = excluded.from_version,
 		offered_at_us = excluded.offered_at_us, updated_at_us = excluded.updated_at_us`,
-		p.UID, p.Type, p.Version, p.SHA256, p.State, p.Message, p.Rule, down, micros(p.OfferedAt), micros(p.UpdatedAt))
+		p.UID, p.Type, p.Version, p.SHA256, p.State, p.Message, p.Rule, down, p.From, micros(p.OfferedAt), micros(p.UpdatedAt))
 	if err != nil {
 		return fmt.Errorf("state: agent %s package %s: %w", p.UID, p.Type, err)
 	}
@@ -133,7 +135,7 @@ func (tx *Tx) AgentPackages(ctx context.Context, uid, typ, version string) ([]Ag
 			down             int
 			offered, updated int64
 		)
-		if err := rows.Scan(&p.UID, &p.Type, &p.Version, &p.SHA256, &p.State, &p.Message, &p.Rule, &down, &offered, &updated); err != nil {
+		if err := rows.Scan(&p.UID, &p.Type, &p.Version, &p.SHA256, &p.State, &p.Message, &p.Rule, &down, &p.From, &offered, &updated); err != nil {
 			return nil, fmt.Errorf("state: agent packages: %w", err)
 		}
 		p.Downgrade, p.OfferedAt, p.UpdatedAt = down != 0, fromMicros(offered), fromMicros(updated)

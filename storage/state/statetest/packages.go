@@ -90,14 +90,14 @@ func testRollouts(t *testing.T, open Opener) {
 		Rule: "pin otelcol", OfferedAt: now, UpdatedAt: now}
 	update(func(tx *state.Tx) error { return tx.PutAgentPackage(ctx, offer) })
 	failed := offer
-	failed.UID, failed.State, failed.Message, failed.Downgrade = "a2", state.PackageFailed, "bad hash", true
+	failed.UID, failed.State, failed.Message, failed.Downgrade, failed.From = "a2", state.PackageFailed, "bad hash", true, "1.2.0"
 	update(func(tx *state.Tx) error { return tx.PutAgentPackage(ctx, failed) })
 	// A status update replaces the row of the same agent and type.
 	offer.State, offer.UpdatedAt = state.PackageInstalled, now.Add(time.Minute)
 	update(func(tx *state.Tx) error { return tx.PutAgentPackage(ctx, offer) })
 	got := mustView(t, s, func(tx *state.Tx) ([]state.AgentPackage, error) { return tx.AgentPackages(ctx, "", "otelcol", "1.1.0") })
 	if len(got) != 2 || got[0].UID != "a1" || got[0].State != state.PackageInstalled || !got[0].UpdatedAt.Equal(now.Add(time.Minute)) ||
-		got[1].State != state.PackageFailed || got[1].Message != "bad hash" || !got[1].Downgrade || got[0].Downgrade {
+		got[1].State != state.PackageFailed || got[1].Message != "bad hash" || !got[1].Downgrade || got[1].From != "1.2.0" || got[0].Downgrade {
 		t.Fatalf("agent packages %+v", got)
 	}
 	one := mustView(t, s, func(tx *state.Tx) ([]state.AgentPackage, error) { return tx.AgentPackages(ctx, "a2", "", "") })

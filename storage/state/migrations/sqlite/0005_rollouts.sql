@@ -20,6 +20,7 @@ CREATE TABLE agent_packages (
 	message TEXT NOT NULL,
 	rule TEXT NOT NULL,
 	downgrade INTEGER NOT NULL,
+	from_version TEXT NOT NULL,
 	offered_at_us INTEGER NOT NULL,
 	updated_at_us INTEGER NOT NULL,
 	PRIMARY KEY (uid, type)
