@@ -283,9 +283,9 @@ func Default() Config {
 		Blobs: Blobs{Driver: "fs", Dir: "blobs"},
 		Packages: Packages{Presign: &yes, PresignExpiry: time.Hour, RecheckInterval: time.Hour,
 			HaltFailureRate: 0.2, HaltMinFailures: 3},
-		CRL:   CRL{NextUpdate: time.Hour},
-		OCSP:  OCSP{Validity: time.Hour},
-		Log:   Log{Level: "info", Format: "text"},
+		CRL:  CRL{NextUpdate: time.Hour},
+		OCSP: OCSP{Validity: time.Hour},
+		Log:  Log{Level: "info", Format: "text"},
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/open-telemetry/opamp-go/protobufs"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/trustamp/trustamp/opamp/extension"
 	"github.com/trustamp/trustamp/release"
 	"github.com/trustamp/trustamp/storage/state"
 )
@@ -32,18 +33,12 @@ const (
 	LabelPackagePlatform = "package.platform"
 )
 
-// DowngradeHeader is set in DownloadableFile.headers of an offer that moves
-// an agent to a lower version on purpose, with the value
-// "from=<running version>;to=<offered version>". Agents refuse a lower
-// version without it (docs/protocol.md).
-const DowngradeHeader = "Trustamp-Downgrade"
-
 // packageState is one connection's view of its agent's packages.
 type packageState struct {
 	mu       sync.Mutex
 	loaded   bool
-	prior    *state.AgentPackage       // what was last offered, as recorded
-	sent     []byte                    // all_packages_hash the agent has (reported or sent here)
+	prior    *state.AgentPackage        // what was last offered, as recorded
+	sent     []byte                     // all_packages_hash the agent has (reported or sent here)
 	statuses *protobufs.PackageStatuses // last reported
 	// agent is the targeting view of the agent, refreshed on every message
 	// (re-offers from other goroutines must not read conn.agent); ok when
@@ -180,8 +175,8 @@ func packagesAvailable(o release.Offer) *protobufs.PackagesAvailable {
 	h := sha256.New()
 	h.Write([]byte("trustamp-package\x00" + o.Release.Type + "\x00" + o.Release.Version + "\x00" + o.Release.SHA256))
 	if o.Downgrade {
-		mark := "from=" + o.From + ";to=" + o.Release.Version
-		file.Headers = &protobufs.Headers{Headers: []*protobufs.Header{{Key: DowngradeHeader, Value: mark}}}
+		mark := extension.DowngradeMark(o.From, o.Release.Version)
+		file.Headers = &protobufs.Headers{Headers: []*protobufs.Header{{Key: extension.DowngradeHeader, Value: mark}}}
 		h.Write([]byte("\x00downgrade\x00" + mark))
 	}
 	pkgHash := h.Sum(nil)

@@ -25,7 +25,7 @@ import (
 	"github.com/trustamp/trustamp/internal/servertest"
 	"github.com/trustamp/trustamp/internal/testenv"
 	"github.com/trustamp/trustamp/loadgen"
-	"github.com/trustamp/trustamp/opamp"
+	"github.com/trustamp/trustamp/opamp/extension"
 	"github.com/trustamp/trustamp/signing"
 )
 
@@ -100,11 +100,11 @@ func (e *env) fleetAgent(t *testing.T, version string, pub crypto.PublicKey) *fl
 				if semver.Compare("v"+offer.Version, "v"+running) < 0 {
 					mark := ""
 					for _, h := range offer.File.GetHeaders().GetHeaders() {
-						if h.Key == opamp.DowngradeHeader {
+						if h.Key == extension.DowngradeHeader {
 							mark = h.Value
 						}
 					}
-					if mark != "from="+running+";to="+offer.Version {
+					if mark != extension.DowngradeMark(running, offer.Version) {
 						return fmt.Errorf("refusing unmarked downgrade %s -> %s", running, offer.Version)
 					}
 				}
@@ -318,4 +318,3 @@ func TestRolloutHaltsOnFailures(t *testing.T) {
 		t.Fatalf("halted release offered %d times to a new agent", n)
 	}
 }
-

@@ -47,9 +47,9 @@ var (
 
 // Config wires a Service.
 type Config struct {
-	Store  *state.Store
-	Audit  *audit.Log
-	Blobs  blob.Store
+	Store *state.Store
+	Audit *audit.Log
+	Blobs blob.Store
 	// RecheckAfter is how long a blob's hash check stays valid before it is
 	// offered or served again. Zero means 1h.
 	RecheckAfter time.Duration

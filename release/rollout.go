@@ -49,7 +49,7 @@ type Offer struct {
 // catalog is an in-memory view of pins and releases: targeting runs on
 // every agent message and must not query the database each time.
 type catalog struct {
-	pins     map[string][]state.Pin               // by type, most specific selector first
+	pins     map[string][]state.Pin              // by type, most specific selector first
 	releases map[string]map[string]state.Release // by type+"\x00"+platform, then version
 	loaded   int64                               // Clock().UnixNano() at load
 }
@@ -463,4 +463,6 @@ func selectorMatches(sel string, labels map[string]string) bool {
 
 func canonicalVersion(v string) string { return "v" + strings.TrimPrefix(v, "v") }
 
-func compareVersions(a, b string) int { return semver.Compare(canonicalVersion(a), canonicalVersion(b)) }
+func compareVersions(a, b string) int {
+	return semver.Compare(canonicalVersion(a), canonicalVersion(b))
+}

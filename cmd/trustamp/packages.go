@@ -5,9 +5,9 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
-	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"

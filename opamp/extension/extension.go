@@ -48,3 +48,15 @@ func DestinationCapability(name string) protobufs.AgentCapabilities {
 		return protobufs.AgentCapabilities_AgentCapabilities_AcceptsOtherConnectionSettings
 	}
 }
+
+// DowngradeHeader is set in DownloadableFile.headers of a package offer that
+// moves an agent to a lower version on purpose (an operator pinned it lower,
+// or the release it runs was withdrawn), with the value
+// "from=<version it runs>;to=<offered version>". Agents refuse a lower
+// version without a mark that names exactly that move, so an old offer
+// replayed or cached never downgrades them.
+const DowngradeHeader = "Trustamp-Downgrade"
+
+// DowngradeMark is DowngradeHeader's value for a move from one version to
+// another.
+func DowngradeMark(from, to string) string { return "from=" + from + ";to=" + to }
