@@ -204,6 +204,21 @@ func testPublishCommands(t *testing.T, dir string, beforeYank func(api.Release))
 	if err != nil || !strings.Contains(out, "0.115.0") || strings.Contains(out, "0.116.0") {
 		t.Fatalf("packages list: %v\n%s", err, out)
 	}
+	if out, _, err := run(t, "packages", "promote", "otelcol", "0.116.0", "--data", dir); err == nil {
+		t.Fatalf("promoting a refused (never published) version succeeded:\n%s", out)
+	}
+	if out, _, err := run(t, "packages", "promote", "otelcol", "0.115.0", "--labels", "region=eu", "--data", dir); err != nil || !strings.Contains(out, "agents with region=eu") {
+		t.Fatalf("promote: %v\n%s", err, out)
+	}
+	var pins []api.Pin
+	if out, _, err := run(t, "packages", "pins", "-o", "json", "--data", dir); err != nil || json.Unmarshal([]byte(out), &pins) != nil ||
+		len(pins) != 1 || pins[0].Version != "0.115.0" || pins[0].Selector != "region=eu" {
+		t.Fatalf("pins: %v %+v\n%s", err, pins, out)
+	}
+	if out, _, err := run(t, "packages", "status", "otelcol", "0.115.0", "--data", dir); err != nil || !strings.Contains(out, "installed") ||
+		!strings.Contains(out, "linux/amd64: active") {
+		t.Fatalf("packages status: %v\n%s", err, out)
+	}
 	if beforeYank != nil {
 		beforeYank(rel)
 	}
