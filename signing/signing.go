@@ -61,21 +61,31 @@ type Signer struct {
 // key's signer).
 func NewSigner(key crypto.Signer) (*Signer, error) {
 	pub := key.Public()
-	if _, ok := pub.(ed25519.PublicKey); ok {
-		return nil, errors.New("signing: Ed25519 keys do not interoperate with cosign (it verifies them as Ed25519ph over the whole file); use ECDSA P-256")
-	}
-	alg, err := signature.GetDefaultAlgorithmDetails(pub)
+	alg, err := checkKey(pub)
 	if err != nil {
-		return nil, fmt.Errorf("signing: %w", err)
-	}
-	if alg.GetHashType() != crypto.SHA256 {
-		return nil, fmt.Errorf("signing: this key signs %s digests; trustamp signs SHA-256 (use ECDSA P-256)", alg.GetHashType())
+		return nil, err
 	}
 	s, err := signature.LoadSignerFromAlgorithmDetails(key, alg)
 	if err != nil {
 		return nil, fmt.Errorf("signing: %w", err)
 	}
 	return &Signer{signer: s, pub: pub, alg: alg}, nil
+}
+
+// checkKey refuses keys whose signatures would not be what cosign users
+// verify, and returns the algorithm the others sign with.
+func checkKey(pub crypto.PublicKey) (signature.AlgorithmDetails, error) {
+	if _, ok := pub.(ed25519.PublicKey); ok {
+		return signature.AlgorithmDetails{}, errors.New("signing: Ed25519 keys do not interoperate with cosign (it verifies them as Ed25519ph over the whole file); use ECDSA P-256")
+	}
+	alg, err := signature.GetDefaultAlgorithmDetails(pub)
+	if err != nil {
+		return signature.AlgorithmDetails{}, fmt.Errorf("signing: %w", err)
+	}
+	if alg.GetHashType() != crypto.SHA256 {
+		return signature.AlgorithmDetails{}, fmt.Errorf("signing: this key signs %s digests; trustamp signs SHA-256 (use ECDSA P-256)", alg.GetHashType())
+	}
+	return alg, nil
 }
 
 // Public is the key relying parties verify with.

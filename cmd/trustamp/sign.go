@@ -1,10 +1,10 @@
 package main
 
 import (
+	"context"
 	"encoding/hex"
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -25,9 +25,9 @@ func keyUnlock(identityFile string) (signing.KeyUnlock, error) {
 	return u, nil
 }
 
-func loadSigner(ref, identityFile string) (*signing.Signer, error) {
-	if strings.Contains(ref, "://") {
-		return nil, fmt.Errorf("--key %s: KMS keys are not supported yet (they come with key custody); use a key file from `trustamp keys generate`", ref)
+func loadSigner(ctx context.Context, ref, identityFile string) (*signing.Signer, error) {
+	if signing.IsKMS(ref) {
+		return signing.OpenKMS(ctx, ref)
 	}
 	u, err := keyUnlock(identityFile)
 	if err != nil {
@@ -59,10 +59,12 @@ cosign verify-blob --key publisher.pub --signature FILE.sig FILE.
 
 The key file is the one trustamp keys generate writes (age-encrypted:
 TRUSTAMP_KEY_PASSPHRASE or --identity unlocks it) or an unencrypted PKCS#8
-PEM. Signing happens here, never on the server.`,
+PEM, or a KMS key: hashivault://KEY signs with a Vault Transit key
+(ecdsa-p256) through VAULT_ADDR and VAULT_TOKEN; the private key never leaves
+Vault. Signing happens here, never on the server.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := loadSigner(keyRef, identity)
+			s, err := loadSigner(cmd.Context(), keyRef, identity)
 			if err != nil {
 				return err
 			}
@@ -91,7 +93,7 @@ PEM. Signing happens here, never on the server.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&keyRef, "key", "", "publisher private key file (required)")
+	cmd.Flags().StringVar(&keyRef, "key", "", "publisher private key file, or hashivault://KEY (Vault Transit) (required)")
 	cmd.Flags().StringVar(&identity, "identity", "", "age identity file that decrypts the key (else TRUSTAMP_KEY_PASSPHRASE)")
 	cmd.Flags().StringVar(&out, "out", "", "bundle path (default FILE.sigstore.json)")
 	cmd.Flags().BoolVar(&raw, "raw", false, "also write FILE.sig (base64 ASN.1 signature)")
