@@ -210,6 +210,10 @@ type BlobsS3 struct {
 	SecretKey string `yaml:"-"`
 	// Insecure talks plain HTTP (a loopback MinIO only).
 	Insecure bool `yaml:"insecure"`
+	// Retention puts each published blob under S3 object lock (governance
+	// mode) for this long. Empty means none. Needs a bucket created with
+	// object lock (a missing bucket is created so).
+	Retention time.Duration `yaml:"retention"`
 }
 
 // Packages configures how releases are offered to agents.
@@ -459,6 +463,9 @@ func (c *Config) Validate() error {
 		}
 	default:
 		return fmt.Errorf("blobs.driver: %q (want fs or s3)", c.Blobs.Driver)
+	}
+	if c.Blobs.S3.Retention < 0 {
+		return errors.New("blobs.s3.retention: must not be negative")
 	}
 	if u := c.Packages.DownloadBaseURL; u != "" && !strings.HasPrefix(u, "https://") {
 		return fmt.Errorf("packages.download_base_url: %q is not an https URL (agents download over mTLS)", u)

@@ -66,6 +66,9 @@ blobs:
     access_key: ""
     # Plain HTTP: only for a MinIO on loopback.
     insecure: false
+    # Keep each published blob under S3 object lock (governance mode) this
+    # long, e.g. 2160h. Needs a bucket with object lock. Empty: none.
+    retention: 0s
 
 packages:
   # https://host:port agents download /v1/packages/<sha256> from. Empty means

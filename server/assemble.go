@@ -247,7 +247,7 @@ func openBlobs(ctx context.Context, d *datadir.Dir) (blob.Store, error) {
 	c := d.Config.Blobs
 	if c.Driver == "s3" {
 		return blob.NewS3(ctx, blob.S3Config{Endpoint: c.S3.Endpoint, Bucket: c.S3.Bucket, Region: c.S3.Region,
-			AccessKey: c.S3.AccessKey, SecretKey: c.S3.SecretKey, Insecure: c.S3.Insecure})
+			AccessKey: c.S3.AccessKey, SecretKey: c.S3.SecretKey, Insecure: c.S3.Insecure, Retention: c.S3.Retention})
 	}
 	dir := c.Dir
 	if !filepath.IsAbs(dir) {

@@ -9,7 +9,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -59,6 +61,60 @@ func TestS3(t *testing.T) {
 		}
 		return s
 	})
+}
+
+// TestS3Retention: with retention, stored blobs are under object lock once
+// their digest checked, and cannot be deleted (a version) without bypass;
+// the contract still holds on such a bucket.
+func TestS3Retention(t *testing.T) {
+	m := testenv.StartMinIO(t)
+	ctx := context.Background()
+	open := func(bucket string) (*blob.S3, error) {
+		return blob.NewS3(ctx, blob.S3Config{Endpoint: m.Endpoint, Bucket: bucket, AccessKey: m.AccessKey, SecretKey: m.SecretKey,
+			Insecure: true, Retention: time.Hour})
+	}
+	n := 0
+	blobtest.Run(t, func(t *testing.T) blob.Store {
+		n++
+		s, err := open("locked-" + string(rune('a'+n)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+	s, err := open("locked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := []byte("release bytes")
+	sum := sha256.Sum256(content)
+	digest := hex.EncodeToString(sum[:])
+	if _, err := s.Put(ctx, bytes.NewReader(content), blob.PutOptions{SHA256: digest}); err != nil {
+		t.Fatal(err)
+	}
+	mc, _ := minio.New(m.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(m.AccessKey, m.SecretKey, "")})
+	mode, until, err := mc.GetObjectRetention(ctx, "locked", blob.Key(digest), "")
+	if err != nil || mode == nil || *mode != minio.Governance || until == nil || until.Before(time.Now().Add(50*time.Minute)) {
+		t.Fatalf("retention %v %v %v, want governance for about an hour", mode, until, err)
+	}
+	info, err := mc.StatObject(ctx, "locked", blob.Key(digest), minio.StatObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mc.RemoveObject(ctx, "locked", blob.Key(digest), minio.RemoveObjectOptions{VersionID: info.VersionID}); err == nil {
+		t.Fatal("a locked release blob was deleted")
+	}
+	// Bytes that do not match their digest are refused and never locked.
+	if _, err := s.Put(ctx, bytes.NewReader([]byte("evil")), blob.PutOptions{SHA256: strings.Repeat("ab", 32)}); err == nil {
+		t.Fatal("mismatching bytes accepted")
+	}
+	// A bucket without object lock is refused when retention is asked for.
+	if _, err := blob.NewS3(ctx, blob.S3Config{Endpoint: m.Endpoint, Bucket: "plain", AccessKey: m.AccessKey, SecretKey: m.SecretKey, Insecure: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open("plain"); err == nil || !strings.Contains(err.Error(), "object lock") {
+		t.Fatalf("retention on a bucket without object lock: %v", err)
+	}
 }
 
 func TestS3WrongCredentials(t *testing.T) {

@@ -29,12 +29,23 @@ type S3Config struct {
 	Insecure bool
 	// Transport overrides the HTTP transport (custom CA bundles).
 	Transport http.RoundTripper
+	// Retention, when positive, puts every stored release blob under S3
+	// object lock (governance mode) for that long once its digest checked,
+	// so nobody without the bypass permission can overwrite or delete it.
+	// The bucket must have object lock enabled; a missing bucket is
+	// created with it.
+	Retention time.Duration
+	// Clock returns the current time for retention dates. Nil means
+	// time.Now.
+	Clock func() time.Time
 }
 
 // S3 stores blobs in a bucket as sha256/<hex>.
 type S3 struct {
-	c      *minio.Client
-	bucket string
+	c         *minio.Client
+	bucket    string
+	retention time.Duration
+	clock     func() time.Time
 }
 
 // NewS3 connects to the bucket, creating it when missing.
@@ -55,11 +66,20 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 		return nil, fmt.Errorf("blob: s3 bucket %s at %s: %w", cfg.Bucket, cfg.Endpoint, err)
 	}
 	if !ok {
-		if err := c.MakeBucket(ctx, cfg.Bucket, minio.MakeBucketOptions{Region: cfg.Region}); err != nil {
+		err := c.MakeBucket(ctx, cfg.Bucket, minio.MakeBucketOptions{Region: cfg.Region, ObjectLocking: cfg.Retention > 0})
+		if err != nil {
 			return nil, fmt.Errorf("blob: create bucket %s: %w", cfg.Bucket, err)
 		}
+	} else if cfg.Retention > 0 {
+		enabled, _, _, _, err := c.GetObjectLockConfig(ctx, cfg.Bucket)
+		if err != nil || enabled != "Enabled" {
+			return nil, fmt.Errorf("blob: retention is set but bucket %s has no object lock (it can only be enabled when a bucket is created): %v", cfg.Bucket, err)
+		}
 	}
-	return &S3{c: c, bucket: cfg.Bucket}, nil
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	return &S3{c: c, bucket: cfg.Bucket, retention: cfg.Retention, clock: cfg.Clock}, nil
 }
 
 // Put implements Store. With an expected digest the upload goes straight to
@@ -94,7 +114,7 @@ func (s *S3) Put(ctx context.Context, r io.Reader, opts PutOptions) (Object, err
 			cleanup()
 			return Object{}, fmt.Errorf("%w: got %s, want %s", ErrHashMismatch, obj.SHA256, opts.SHA256)
 		}
-		return obj, nil
+		return obj, s.lock(ctx, key)
 	}
 	defer cleanup()
 	_, err = s.c.CopyObject(ctx, minio.CopyDestOptions{Bucket: s.bucket, Object: Key(obj.SHA256)},
@@ -102,7 +122,22 @@ func (s *S3) Put(ctx context.Context, r io.Reader, opts PutOptions) (Object, err
 	if err != nil {
 		return Object{}, fmt.Errorf("blob: s3 copy to %s: %w", Key(obj.SHA256), err)
 	}
-	return obj, nil
+	return obj, s.lock(ctx, Key(obj.SHA256))
+}
+
+// lock puts a stored blob under retention, once its digest checked: bytes
+// that turned out wrong are never locked in.
+func (s *S3) lock(ctx context.Context, key string) error {
+	if s.retention <= 0 {
+		return nil
+	}
+	mode := minio.Governance
+	until := s.clock().Add(s.retention).UTC()
+	err := s.c.PutObjectRetention(ctx, s.bucket, key, minio.PutObjectRetentionOptions{Mode: &mode, RetainUntilDate: &until})
+	if err != nil {
+		return fmt.Errorf("blob: object lock on s3://%s/%s: %w", s.bucket, key, err)
+	}
+	return nil
 }
 
 // Get implements Store.
