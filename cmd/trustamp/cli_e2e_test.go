@@ -204,6 +204,13 @@ func testPublishCommands(t *testing.T, dir string, beforeYank func(api.Release))
 	if err != nil || !strings.Contains(out, "0.115.0") || strings.Contains(out, "0.116.0") {
 		t.Fatalf("packages list: %v\n%s", err, out)
 	}
+	if out, _, err := run(t, "packages", "show", "otelcol", "0.115.0", "--data", dir); err != nil || !strings.Contains(out, rel.SHA256) ||
+		!strings.Contains(out, "linux/amd64") {
+		t.Fatalf("packages show: %v\n%s", err, out)
+	}
+	if _, _, err := run(t, "packages", "show", "otelcol", "9.9.9", "--data", dir); err == nil {
+		t.Fatal("packages show of a missing version succeeded")
+	}
 	if out, _, err := run(t, "packages", "promote", "otelcol", "0.116.0", "--data", dir); err == nil {
 		t.Fatalf("promoting a refused (never published) version succeeded:\n%s", out)
 	}

@@ -91,7 +91,7 @@ func typesOrAny(t []string) string {
 
 func newPackagesCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "packages", Short: "Publish, list and yank signed agent releases"}
-	cmd.AddCommand(newPublishCmd(g), newPackagesListCmd(g), newYankCmd(g), newPromoteCmd(g), newPinsCmd(g), newRolloutStatusCmd(g))
+	cmd.AddCommand(newPublishCmd(g), newPackagesListCmd(g), newYankCmd(g), newPromoteCmd(g), newPinsCmd(g), newRolloutStatusCmd(g), newPackagesShowCmd(g))
 	return cmd
 }
 
@@ -193,6 +193,51 @@ func newPackagesListCmd(g *globals) *cobra.Command {
 	}
 	cf.register(cmd)
 	cmd.Flags().StringVar(&typ, "type", "", "only this package type")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
+}
+
+func newPackagesShowCmd(g *globals) *cobra.Command {
+	var (
+		cf     clientFlags
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   "show TYPE VERSION",
+		Short: "Show one version's releases on every platform: digest, size, publisher, state",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output, "table", "json"); err != nil {
+				return err
+			}
+			c, err := cf.client(g)
+			if err != nil {
+				return err
+			}
+			rs, err := c.Packages(cmd.Context(), url.Values{"type": {args[0]}, "version": {args[1]}})
+			if err != nil {
+				return err
+			}
+			if len(rs) == 0 {
+				return fmt.Errorf("no release %s %s (trustamp packages list)", args[0], args[1])
+			}
+			if output == "json" {
+				return printJSON(cmd.OutOrStdout(), rs)
+			}
+			var rows [][]string
+			for _, r := range rs {
+				state := r.State
+				if r.StateReason != "" {
+					state += " (" + r.StateReason + ")"
+				}
+				rows = append(rows, []string{"platform", r.Platform}, []string{"  id", r.ID}, []string{"  sha256", r.SHA256},
+					[]string{"  size", strconv.FormatInt(r.Size, 10)}, []string{"  publisher", r.Publisher},
+					[]string{"  published", fmtTime(&r.PublishedAt) + " by " + r.PublishedBy}, []string{"  state", state})
+			}
+			return printTable(cmd.OutOrStdout(), []string{"FIELD", "VALUE"}, rows)
+		},
+	}
+	cf.register(cmd)
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	return cmd
 }
