@@ -33,10 +33,11 @@ type Agent struct {
 	Host string
 }
 
-// Offer is the release an agent should run.
+// Offer is the release an agent should run. Its download URL is not part
+// of it: the caller asks DownloadURL only when the offer is to be sent (a
+// presigned URL differs on every call, and most calls change nothing).
 type Offer struct {
 	Release state.Release
-	URL     string
 	// Downgrade marks a deliberate move below the version the agent runs
 	// (an operator pin, or a yanked current release); agents refuse lower
 	// versions without it. From is that running version.
@@ -91,7 +92,17 @@ func (s *Service) catalog(ctx context.Context) (*catalog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load release catalog: %w", err)
 	}
-	c = &catalog{pins: map[string][]state.Pin{}, releases: map[string]map[string]state.Release{}, loaded: now}
+	c = newCatalog(pins, rels, now)
+	s.mu.Lock()
+	s.snap = c
+	s.mu.Unlock()
+	return c, nil
+}
+
+// newCatalog indexes pins (most specific selector first within a type) and
+// releases (by type and platform, then canonical version).
+func newCatalog(pins []state.Pin, rels []state.Release, loaded int64) *catalog {
+	c := &catalog{pins: map[string][]state.Pin{}, releases: map[string]map[string]state.Release{}, loaded: loaded}
 	for _, p := range pins {
 		c.pins[p.Type] = append(c.pins[p.Type], p)
 	}
@@ -105,10 +116,7 @@ func (s *Service) catalog(ctx context.Context) (*catalog, error) {
 		}
 		c.releases[k][canonicalVersion(r.Version)] = r
 	}
-	s.mu.Lock()
-	s.snap = c
-	s.mu.Unlock()
-	return c, nil
+	return c
 }
 
 // decide picks an agent's release from the catalog. It reports false when
@@ -197,9 +205,6 @@ func (s *Service) Offer(ctx context.Context, a Agent, prior *state.AgentPackage)
 		}
 		return Offer{}, prior, false, fmt.Errorf("check blob of %s %s: %w", o.Release.Type, o.Release.Version, err)
 	}
-	if o.URL, err = s.downloadURL(ctx, a, o.Release.SHA256); err != nil {
-		return Offer{}, prior, false, err
-	}
 	if prior != nil && prior.SHA256 == o.Release.SHA256 {
 		// The same release as before is the same offer, downgrade mark
 		// included: once installed the agent runs that version and a fresh
@@ -218,7 +223,10 @@ func (s *Service) Offer(ctx context.Context, a Agent, prior *state.AgentPackage)
 	return o, row, true, nil
 }
 
-func (s *Service) downloadURL(ctx context.Context, a Agent, sha string) (string, error) {
+// DownloadURL is where agent a downloads the blob sha: a presigned
+// object-storage URL when configured and the store has them, else the
+// server's own mTLS endpoint.
+func (s *Service) DownloadURL(ctx context.Context, a Agent, sha string) (string, error) {
 	if s.cfg.Presign > 0 {
 		u, err := s.cfg.Blobs.Presign(ctx, sha, s.cfg.Presign)
 		if err != nil && !errors.Is(err, blob.ErrNotSupported) {
@@ -352,13 +360,16 @@ func (s *Service) Rollout(ctx context.Context, typ, version string) (Rollout, er
 		}
 		r.Releases = rels
 		rows, err := tx.AgentPackages(ctx, "", typ, version)
+		if err != nil {
+			return err
+		}
 		for _, row := range rows {
 			r.Counts[row.State]++
 			if row.State == state.PackageFailed {
 				r.Failures = append(r.Failures, row)
 			}
 		}
-		return err
+		return nil
 	})
 	return r, err
 }

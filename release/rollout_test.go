@@ -9,29 +9,7 @@ import (
 	"github.com/trustamp/trustamp/storage/state"
 )
 
-func testCatalog(pins []state.Pin, rels ...state.Release) *catalog {
-	c := &catalog{pins: map[string][]state.Pin{}, releases: map[string]map[string]state.Release{}}
-	for _, p := range pins {
-		c.pins[p.Type] = append(c.pins[p.Type], p)
-	}
-	for _, ps := range c.pins {
-		for i := range ps {
-			for j := i + 1; j < len(ps); j++ {
-				if selectorSize(ps[j].Selector) > selectorSize(ps[i].Selector) {
-					ps[i], ps[j] = ps[j], ps[i]
-				}
-			}
-		}
-	}
-	for _, r := range rels {
-		k := r.Type + "\x00" + r.Platform
-		if c.releases[k] == nil {
-			c.releases[k] = map[string]state.Release{}
-		}
-		c.releases[k][canonicalVersion(r.Version)] = r
-	}
-	return c
-}
+func testCatalog(pins []state.Pin, rels ...state.Release) *catalog { return newCatalog(pins, rels, 0) }
 
 func rel(version string, st state.ReleaseState) state.Release {
 	return state.Release{Type: "otelcol", Version: version, Platform: "linux/amd64", SHA256: "sha-" + version, State: st}
