@@ -20,6 +20,7 @@ import (
 // one.
 type Packages interface {
 	Offer(ctx context.Context, a release.Agent, prior *state.AgentPackage) (release.Offer, *state.AgentPackage, bool, error)
+	DownloadURL(ctx context.Context, a release.Agent, sha256 string) (string, error)
 	Report(ctx context.Context, a release.Agent, prior *state.AgentPackage, st release.Status) (*state.AgentPackage, error)
 	AgentPackages(ctx context.Context, uid string) ([]state.AgentPackage, error)
 	Changes() <-chan struct{}
@@ -40,11 +41,14 @@ type packageState struct {
 	prior    *state.AgentPackage        // what was last offered, as recorded
 	sent     []byte                     // all_packages_hash the agent has (reported or sent here)
 	statuses *protobufs.PackageStatuses // last reported
-	// agent is the targeting view of the agent, refreshed on every message
-	// (re-offers from other goroutines must not read conn.agent); ok when
-	// it accepts packages and says what it is and runs on.
-	agent release.Agent
-	ok    bool
+	// agent is the targeting view of the agent (re-offers from other
+	// goroutines must not read conn.agent), rebuilt when a message brings
+	// what it is made of: a description or package statuses. described
+	// when it says what it is and runs on; ok when it also accepts
+	// packages.
+	agent         release.Agent
+	viewed        bool
+	described, ok bool
 }
 
 // offerPackages records the agent's package statuses and puts a
@@ -62,10 +66,12 @@ func (c *conn) offerPackages(ctx context.Context, msg *protobufs.AgentToServer, 
 			c.pkg.sent = h
 		}
 	}
-	c.pkg.agent, c.pkg.ok = c.packageAgent()
-	if c.agent.Capabilities&uint64(protobufs.AgentCapabilities_AgentCapabilities_AcceptsPackages) == 0 {
-		c.pkg.ok = false
+	if !c.pkg.viewed || msg.AgentDescription != nil || msg.PackageStatuses != nil {
+		// Not on every heartbeat: it parses the stored description.
+		c.pkg.agent, c.pkg.described = c.packageAgent()
+		c.pkg.viewed = true
 	}
+	c.pkg.ok = c.pkg.described && c.agent.Capabilities&uint64(protobufs.AgentCapabilities_AgentCapabilities_AcceptsPackages) != 0
 	if pa := c.computeOffer(ctx, msg.PackageStatuses != nil); pa != nil {
 		resp.PackagesAvailable = pa
 	}
@@ -114,6 +120,12 @@ func (c *conn) computeOffer(ctx context.Context, report bool) *protobufs.Package
 	if bytes.Equal(pa.AllPackagesHash, c.pkg.sent) {
 		return nil
 	}
+	u, err := pk.DownloadURL(ctx, a, o.Release.SHA256)
+	if err != nil {
+		c.s.log.Error("download URL for package offer", "uid", a.UID, "err", err)
+		return nil
+	}
+	pa.Packages[""].File.DownloadUrl = u
 	c.pkg.sent = pa.AllPackagesHash
 	c.s.log.Info("package offered", "uid", a.UID, "type", a.Type, "version", o.Release.Version,
 		"downgrade", o.Downgrade, "rule", o.Rule)
@@ -165,13 +177,13 @@ func packageStatus(ps *protobufs.PackageStatus) string {
 	}
 }
 
-// packagesAvailable builds the offer: the agent's own build as the
-// top-level package under the empty name. The hashes cover what the agent
-// acts on (version, content hash, downgrade mark) and not the URL, whose
-// presigned query changes on every computation.
+// packagesAvailable builds the offer, without its download URL: the
+// agent's own build as the top-level package under the empty name. The
+// hashes cover what the agent acts on (version, content hash, downgrade
+// mark) and not the URL, whose presigned query changes on every call.
 func packagesAvailable(o release.Offer) *protobufs.PackagesAvailable {
 	content, _ := hex.DecodeString(o.Release.SHA256)
-	file := &protobufs.DownloadableFile{DownloadUrl: o.URL, ContentHash: content, Signature: o.Release.Signature}
+	file := &protobufs.DownloadableFile{ContentHash: content, Signature: o.Release.Signature}
 	h := sha256.New()
 	h.Write([]byte("trustamp-package\x00" + o.Release.Type + "\x00" + o.Release.Version + "\x00" + o.Release.SHA256))
 	if o.Downgrade {
