@@ -197,8 +197,7 @@ func (a *Agent) Connect(ctx context.Context, claimUID uuid.UUID, onError func(*S
 // connectWith starts an mTLS client with the given credentials and waits
 // for the server's answer.
 func (a *Agent) connectWith(ctx context.Context, certPEM []byte, key *ecdsa.PrivateKey) (client.OpAMPClient, error) {
-	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
-	pair, err := tls.X509KeyPair(certPEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+	pair, err := tls.X509KeyPair(certPEM, pemKey(key))
 	if err != nil {
 		return nil, fmt.Errorf("loadgen: certificate: %w", err)
 	}
@@ -495,13 +494,9 @@ func (l statusLogger) Errorf(ctx context.Context, format string, args ...any) {
 }
 
 func (a *Agent) startAs(ctx context.Context, uid uuid.UUID, hdr http.Header, cert *tls.Certificate, report func(error), cb types.Callbacks) (client.OpAMPClient, error) {
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(a.cfg.CAPEM) {
-		return nil, errors.New("loadgen: CA bundle holds no certificate")
-	}
-	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
-	if cert != nil {
-		tlsCfg.Certificates = []tls.Certificate{*cert}
+	tlsCfg, err := a.tlsConfig(cert)
+	if err != nil {
+		return nil, err
 	}
 	logger := statusLogger{Logger: a.cfg.Logger, report: report}
 	var c client.OpAMPClient
@@ -543,7 +538,7 @@ func (a *Agent) startAs(ctx context.Context, uid uuid.UUID, hdr http.Header, cer
 		return nil, err
 	}
 	hb := a.cfg.Heartbeat
-	err := c.Start(ctx, types.StartSettings{
+	err = c.Start(ctx, types.StartSettings{
 		OpAMPServerURL:        a.cfg.ServerURL,
 		Header:                hdr,
 		TLSConfig:             tlsCfg,
@@ -580,19 +575,28 @@ func (a *Agent) downloadClient() (*http.Client, error) {
 	a.mu.Lock()
 	certPEM, key := a.CertPEM, a.key
 	a.mu.Unlock()
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	pair, err := tls.X509KeyPair(certPEM, pemKey(key))
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: certificate: %w", err)
+	}
+	cfg, err := a.tlsConfig(&pair)
 	if err != nil {
 		return nil, err
 	}
-	pair, err := tls.X509KeyPair(certPEM, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
-	if err != nil {
-		return nil, err
-	}
+	return &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{TLSClientConfig: cfg}}, nil
+}
+
+// tlsConfig trusts the configured CA bundle and presents cert when set.
+func (a *Agent) tlsConfig(cert *tls.Certificate) (*tls.Config, error) {
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(a.cfg.CAPEM)
-	return &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, Certificates: []tls.Certificate{pair}},
-	}}, nil
+	if !pool.AppendCertsFromPEM(a.cfg.CAPEM) {
+		return nil, errors.New("loadgen: CA bundle holds no certificate")
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	return cfg, nil
 }
 
 // KeyPEM returns the agent's current private key as PKCS#8 PEM (tests build
