@@ -21,6 +21,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -198,19 +199,14 @@ func Compile(files map[string][]byte) (*Set, error) {
 }
 
 func parseFile(name string, b []byte) ([]*Rule, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	if len(doc.Content) == 0 {
-		return nil, nil
-	}
 	var top struct {
 		Rules []yaml.Node `yaml:"rules"`
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
-	if err := dec.Decode(&top); err != nil {
+	if err := dec.Decode(&top); errors.Is(err, io.EOF) {
+		return nil, nil // an empty file
+	} else if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	var out []*Rule

@@ -180,12 +180,13 @@ func TestLoadDir(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "20-b.yaml"), []byte("rules:\n  - name: b\n    kind: certificate_profile\n    when: true\n    profile: b\n"), 0o600)
 	os.WriteFile(filepath.Join(dir, "10-a.yml"), []byte("rules:\n  - name: a\n    kind: certificate_profile\n    when: true\n    profile: a\n"), 0o600)
 	os.WriteFile(filepath.Join(dir, "README.md"), []byte("not a policy"), 0o600)
+	os.WriteFile(filepath.Join(dir, "30-empty.yaml"), []byte("# nothing yet\n"), 0o600)
 	s, err := Load(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Files in name order: 10-a's rule comes first.
-	if r := s.Profile(Agent{}, Cert{}, now); name(r) != "a" || len(s.Files) != 2 || s.Files[0].Name != "10-a.yml" || len(s.Files[0].SHA256) != 64 {
+	if r := s.Profile(Agent{}, Cert{}, now); name(r) != "a" || len(s.Files) != 3 || s.Files[0].Name != "10-a.yml" || len(s.Files[0].SHA256) != 64 {
 		t.Fatalf("rule %v files %+v", name(r), s.Files)
 	}
 	if s, err := Load(filepath.Join(dir, "missing")); err != nil || len(s.Files) != 0 {
