@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/trustamp/trustamp/audit"
+	"github.com/trustamp/trustamp/policies"
 	"github.com/trustamp/trustamp/storage/state"
 	"github.com/trustamp/trustamp/tokens"
 )
@@ -43,6 +44,14 @@ type Config struct {
 	// Releases publishes and lists packages and manages publishers. Nil
 	// means those endpoints are absent.
 	Releases Releases
+	// Policies is the live policy source; Targets and CheckPolicies serve
+	// `policy simulate` (what agents would get under candidate files) and
+	// DefaultProfile names the profile that applies when no rule matches.
+	// Nil Policies means the policy endpoints are absent.
+	Policies       Policies
+	Targets        Targets
+	CheckPolicies  func(*policies.Set) error
+	DefaultProfile string
 	// Destinations are the configured certificate destinations besides
 	// "opamp", which rotations may name.
 	Destinations []string
@@ -96,6 +105,11 @@ func New(cfg Config) *API {
 		a.mux.Handle("POST /api/v1/packages/{type}/{version}/promote", a.auth(a.promote, RoleAdmin, RoleRelease))
 		a.mux.Handle("GET /api/v1/packages/{type}/{version}/status", a.auth(a.rolloutStatus, all...))
 		a.mux.Handle("GET /api/v1/pins", a.auth(a.listPins, all...))
+	}
+	if cfg.Policies != nil {
+		a.mux.Handle("GET /api/v1/policies", a.auth(a.getPolicies, all...))
+		a.mux.Handle("POST /api/v1/policies/reload", a.auth(a.reloadPolicies, RoleAdmin, RoleSecurity, RoleRelease))
+		a.mux.Handle("POST /api/v1/policies/simulate", a.auth(a.simulatePolicies, RoleAdmin, RoleSecurity, RoleRelease, RoleAuditor))
 	}
 	a.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path)

@@ -185,6 +185,25 @@ func (c *Client) Rollout(ctx context.Context, typ, version string) (Rollout, err
 	return out, c.do(ctx, http.MethodGet, "/api/v1/packages/"+url.PathEscape(typ)+"/"+url.PathEscape(version)+"/status", nil, &out)
 }
 
+// Policies describes the policy set in force.
+func (c *Client) Policies(ctx context.Context) (PolicySet, error) {
+	var out PolicySet
+	return out, c.do(ctx, http.MethodGet, "/api/v1/policies", nil, &out)
+}
+
+// ReloadPolicies makes the server read its policy directory again.
+func (c *Client) ReloadPolicies(ctx context.Context) (PolicySet, error) {
+	var out PolicySet
+	return out, c.do(ctx, http.MethodPost, "/api/v1/policies/reload", nil, &out)
+}
+
+// SimulatePolicies shows what every agent would get under candidate
+// policy files (by name), changing nothing.
+func (c *Client) SimulatePolicies(ctx context.Context, files map[string]string) (SimulateResult, error) {
+	var out SimulateResult
+	return out, c.do(ctx, http.MethodPost, "/api/v1/policies/simulate", SimulateRequest{Files: files}, &out)
+}
+
 // Revoke revokes agents and certificates.
 func (c *Client) Revoke(ctx context.Context, req RevocationRequest) (revocation.Result, error) {
 	var out revocation.Result

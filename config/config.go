@@ -35,6 +35,7 @@ type Config struct {
 	Certificates Certificates `yaml:"certificates"`
 	Blobs        Blobs        `yaml:"blobs"`
 	Packages     Packages     `yaml:"packages"`
+	Policies     Policies     `yaml:"policies"`
 	CRL          CRL          `yaml:"crl"`
 	OCSP         OCSP         `yaml:"ocsp"`
 	// Destinations are connections other than OpAMP (the agent's own
@@ -214,6 +215,14 @@ type BlobsS3 struct {
 	// mode) for this long. Empty means none. Needs a bucket created with
 	// object lock (a missing bucket is created so).
 	Retention time.Duration `yaml:"retention"`
+}
+
+// Policies locates the CEL policy files.
+type Policies struct {
+	// Dir holds the policy files (*.yaml, *.yml), reloaded when they
+	// change. Empty means <data dir>/policies; a relative path is relative
+	// to the data dir.
+	Dir string `yaml:"dir"`
 }
 
 // Packages configures how releases are offered to agents.

@@ -88,6 +88,14 @@ packages:
   halt_failure_rate: 0.2
   halt_min_failures: 3
 
+policies:
+  # Directory of CEL policy files (*.yaml): certificate profiles, package
+  # targets, staged rollouts, automatic revocation. Reloaded when a file
+  # changes and on POST /api/v1/policies/reload; a file that does not load
+  # is refused and the previous policies stay in force. Empty means
+  # <data dir>/policies; relative paths are relative to the data dir.
+  dir: ""
+
 crl:
   # Validity window of each CRL; a new one is made on every revocation and at
   # least every half of this. Minimum 1m.

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/trustamp/trustamp/opamp/extension"
+	"github.com/trustamp/trustamp/policies"
 	"github.com/trustamp/trustamp/storage/state"
 )
 
@@ -232,6 +233,8 @@ func (c *conn) impersonation(ctx context.Context, oc types.Connection, msg *prot
 	if err != nil {
 		c.s.log.Error("audit impersonation", "err", err)
 	}
+	c.s.event(ctx, c.policyAgent(), policies.EventImpersonation, map[string]string{"claimed_uid": claimed,
+		"serial": c.certSerial, "remote": c.remote})
 	resp.ErrorResponse = badRequest("instance_uid does not match the client certificate; connection closed")
 	return c.sendAndClose(ctx, oc, resp)
 }
@@ -276,6 +279,10 @@ func (c *conn) observe(ctx context.Context, msg *protobufs.AgentToServer) (bool,
 	}
 	a := c.agent
 	before := *a
+	if detail, changed := identityChanged(a.Description, msg.AgentDescription); changed {
+		c.s.log.Warn("agent identifying attributes changed", "uid", a.UID, "changes", detail)
+		c.s.event(ctx, c.policyAgent(), policies.EventIdentityChanged, detail)
+	}
 	if msg.AgentDescription != nil {
 		a.Description = marshalJSON(msg.AgentDescription)
 	}

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/trustamp/trustamp/audit"
+	"github.com/trustamp/trustamp/policies"
 	"github.com/trustamp/trustamp/storage/state"
 	"github.com/trustamp/trustamp/tokens"
 )
@@ -132,6 +133,7 @@ func (s *Server) checkAgentChain(chain []*x509.Certificate) (uuid.UUID, string, 
 	serial := hex.EncodeToString(chain[0].SerialNumber.Bytes())
 	if why, revoked := s.revoked(serial); revoked {
 		s.cfg.Revocations.Presented(serial)
+		s.eventByUID(context.Background(), uid.String(), policies.EventRevokedPresented, map[string]string{"serial": serial, "reason": why})
 		return uuid.Nil, serial, reasonRevoked, fmt.Errorf("certificate %s of %s is revoked (%s)", serial, uid, why)
 	}
 	return uid, serial, "", nil

@@ -15,6 +15,7 @@ import (
 
 	"github.com/trustamp/trustamp/ca"
 	"github.com/trustamp/trustamp/opamp/extension"
+	"github.com/trustamp/trustamp/policies"
 	"github.com/trustamp/trustamp/storage/state"
 )
 
@@ -31,17 +32,78 @@ type Destination struct {
 	Profile string
 }
 
-// profileFor is the certificate profile of a destination.
-func (s *Server) profileFor(dest string) ca.Profile {
+// profileFor is the certificate profile for agent a's next certificate for
+// dest: the first certificate_profile policy rule that matches the agent
+// and its current certificate, else the destination's configured profile,
+// else Config.Profile. A rule naming a profile that is not configured
+// cannot load (see CheckPolicies), so its profile is always there.
+func (s *Server) profileFor(a policies.Agent, cur policies.Cert, dest string) ca.Profile {
+	static := s.cfg.Profile
 	if d, ok := s.cfg.Destinations[dest]; ok && d.Profile != "" {
-		if p, ok := s.cfg.Profiles[d.Profile]; ok {
-			if p.Name == "" {
-				p.Name = d.Profile
-			}
-			return p.WithDefaults()
+		static = d.Profile
+	}
+	name := static
+	cur.Profile, cur.Destination = static, dest
+	if r := s.policies().Profile(a, cur, s.cfg.Clock()); r != nil {
+		if s.knownProfile(r.Profile) {
+			name = r.Profile
+		} else {
+			s.log.Error("policy names an unknown certificate profile; using the configured one", "rule", r.Ref(), "profile", r.Profile)
 		}
 	}
-	return s.profile()
+	p, ok := s.cfg.Profiles[name]
+	if !ok {
+		p = ca.Profile{}
+	}
+	if p.Name == "" {
+		p.Name = name
+	}
+	return p.WithDefaults()
+}
+
+// CheckPolicies refuses a policy set whose certificate_profile rules name
+// profiles the configuration does not define.
+func (s *Server) CheckPolicies(set *policies.Set) error {
+	known := []string{s.cfg.Profile}
+	for name := range s.cfg.Profiles {
+		if name != s.cfg.Profile {
+			known = append(known, name)
+		}
+	}
+	sort.Strings(known[1:])
+	return set.CheckProfiles(known)
+}
+
+// knownProfile reports whether a profile name is configured (the default
+// profile exists even when the configuration leaves it to the defaults).
+func (s *Server) knownProfile(name string) bool {
+	_, ok := s.cfg.Profiles[name]
+	return ok || name == s.cfg.Profile
+}
+
+// policies is the policy set in force (nil: none).
+func (s *Server) policies() *policies.Set {
+	if s.cfg.Policies == nil {
+		return nil
+	}
+	return s.cfg.Policies()
+}
+
+// certView is an agent's current OpAMP certificate as policies see it.
+func certView(a *state.Agent) policies.Cert {
+	if a == nil {
+		return policies.Cert{}
+	}
+	return policies.Cert{Serial: a.CertSerial, NotAfter: a.CertNotAfter}
+}
+
+// policyAgent is this connection's agent as policies see it; while
+// enrolling, what it has said so far and its token's labels.
+func (c *conn) policyAgent() policies.Agent {
+	if c.agent != nil {
+		return PolicyAgent(*c.agent)
+	}
+	return agentView(state.Agent{UID: c.uid.String(), Labels: c.token.Labels}, c.enrollAttrs)
 }
 
 // offerFor builds the offer for an issued certificate and its destination.

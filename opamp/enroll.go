@@ -11,6 +11,7 @@ import (
 
 	"github.com/trustamp/trustamp/audit"
 	"github.com/trustamp/trustamp/ca"
+	"github.com/trustamp/trustamp/policies"
 	"github.com/trustamp/trustamp/storage/state"
 )
 
@@ -58,6 +59,9 @@ func (c *conn) offerCertificateFor(ctx context.Context, dest string, csrPEM []by
 		}
 		c.s.metrics.Rejected.WithLabelValues(reason).Inc()
 		c.s.refusals.record(ctx, refusal{reason: reason, remote: c.remote, uid: c.uid.String(), detail: err.Error()})
+		if reason == reasonCSRRefused && c.uidSet {
+			c.s.event(ctx, c.policyAgent(), policies.EventCSRRefused, map[string]string{"destination": dest, "error": err.Error()})
+		}
 		resp.ErrorResponse = badRequest(err.Error())
 	default:
 		c.s.log.Error("issue certificate", "uid", c.uid, "err", err)
@@ -80,7 +84,7 @@ func (c *conn) issue(ctx context.Context, dest string, csrPEM []byte) (*protobuf
 		return nil, err
 	}
 	start := time.Now()
-	iss, err := c.s.cfg.CA.IssueAgent(ctx, csr, c.uid, c.s.profileFor(dest), c.attributes())
+	iss, err := c.s.cfg.CA.IssueAgent(ctx, csr, c.uid, c.s.profileFor(c.policyAgent(), certView(c.agent), dest), c.attributes())
 	if err != nil {
 		return nil, err
 	}

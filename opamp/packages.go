@@ -135,30 +135,17 @@ func (c *conn) computeOffer(ctx context.Context, report bool) *protobufs.Package
 // packageAgent is what targeting needs of this connection's agent; false
 // when it does not say what it is or runs on.
 func (c *conn) packageAgent() (release.Agent, bool) {
-	attrs := attributesJSON(c.agent.Description)
-	labels := c.agent.Labels
-	a := release.Agent{UID: c.uid.String(), Labels: labels, Host: c.host,
-		Type: labels[LabelPackageType], Platform: labels[LabelPackagePlatform]}
-	if a.Type == "" {
-		a.Type = attrs["service.name"]
-	}
-	if a.Platform == "" && attrs["os.type"] != "" && attrs["host.arch"] != "" {
-		a.Platform = attrs["os.type"] + "/" + attrs["host.arch"]
-	}
 	if c.pkg.statuses == nil && len(c.agent.PackageStatuses) > 0 {
 		var st protobufs.PackageStatuses
 		if protojson.Unmarshal(c.agent.PackageStatuses, &st) == nil {
 			c.pkg.statuses = &st
 		}
 	}
-	a.Version = attrs["service.version"]
-	if ps := c.pkg.statuses.GetPackages()[""]; ps != nil && ps.AgentHasVersion != "" {
-		a.Version = ps.AgentHasVersion
-	}
+	a := release.AgentFrom(PolicyAgent(*c.agent))
+	a.Host = c.host
 	return a, a.Type != "" && a.Platform != ""
 }
 
-// packageStatus maps an OpAMP package status onto a rollout state.
 func packageStatus(ps *protobufs.PackageStatus) string {
 	switch ps.Status {
 	case protobufs.PackageStatusEnum_PackageStatusEnum_Installed:

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/trustamp/trustamp/audit"
+	"github.com/trustamp/trustamp/ca"
 	"github.com/trustamp/trustamp/opamp/extension"
 	"github.com/trustamp/trustamp/storage/state"
 )
@@ -267,6 +268,7 @@ func (r *rotator) advance(ctx context.Context, c *conn, rot state.Rotation) (*pr
 	if dest != OpAMPDestination {
 		accepts = extension.DestinationCapability(dest)
 	}
+	profile := r.s.profileFor(PolicyAgent(agent), certView(&agent), dest)
 	switch {
 	case hasString(agent.CustomCapabilities, CSRCapability):
 		rot.State, rot.Method = next(state.RotationRequested), methodCSRRequest
@@ -278,8 +280,8 @@ func (r *rotator) advance(ctx context.Context, c *conn, rot state.Rotation) (*pr
 		return &protobufs.ServerToAgent{InstanceUid: uid[:], CustomMessage: &protobufs.CustomMessage{
 			Capability: CSRCapability, Type: extension.CSRRequestType, Data: data}}, nil
 
-	case r.s.profileFor(dest).ServerMadeKeys && agent.Capabilities&uint64(accepts) != 0:
-		offer, serial, err := c.issueServerKey(ctx, &rot, next(state.RotationOffered), attributesJSON(agent.Description))
+	case profile.ServerMadeKeys && agent.Capabilities&uint64(accepts) != 0:
+		offer, serial, err := c.issueServerKey(ctx, &rot, next(state.RotationOffered), profile, attributesJSON(agent.Description))
 		if err != nil {
 			return nil, err
 		}
@@ -288,7 +290,7 @@ func (r *rotator) advance(ctx context.Context, c *conn, rot state.Rotation) (*pr
 
 	default:
 		rot.State, rot.Method, rot.NextAttemptAt = state.RotationAwaitingAgent, "", time.Time{}
-		rot.Error = "agent declares neither " + CSRCapability + " nor accepts server-made keys under profile " + r.s.profileFor(dest).Name
+		rot.Error = "agent declares neither " + CSRCapability + " nor accepts server-made keys under profile " + profile.Name
 		r.s.metrics.Rotations.WithLabelValues("awaiting-agent-renewal").Inc()
 		return nil, r.s.cfg.Store.Update(ctx, func(tx *state.Tx) error { return tx.PutRotation(ctx, rot) })
 	}
@@ -374,14 +376,14 @@ func (r *rotator) settingsStatus(ctx context.Context, c *conn, st *protobufs.Con
 // issueServerKey issues a certificate with a server-made key for rot's agent,
 // records it with the rotation and its audit entry, and returns the offer
 // carrying the private key. The key exists only in memory and in the offer.
-func (c *conn) issueServerKey(ctx context.Context, rot *state.Rotation, next state.RotationState, attrs map[string]string) (*protobufs.ConnectionSettingsOffers, string, error) {
+func (c *conn) issueServerKey(ctx context.Context, rot *state.Rotation, next state.RotationState, profile ca.Profile, attrs map[string]string) (*protobufs.ConnectionSettingsOffers, string, error) {
 	dest := rot.Destination
 	if dest == "" {
 		dest = OpAMPDestination
 	}
 	uid := uuid.MustParse(rot.UID)
 	start := time.Now()
-	iss, keyPEM, err := c.s.cfg.CA.IssueAgentServerKey(ctx, uid, c.s.profileFor(dest), attrs)
+	iss, keyPEM, err := c.s.cfg.CA.IssueAgentServerKey(ctx, uid, profile, attrs)
 	if err != nil {
 		return nil, "", err
 	}

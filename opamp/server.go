@@ -24,6 +24,7 @@ import (
 
 	"github.com/trustamp/trustamp/audit"
 	"github.com/trustamp/trustamp/ca"
+	"github.com/trustamp/trustamp/policies"
 	"github.com/trustamp/trustamp/storage/state"
 )
 
@@ -57,6 +58,13 @@ type Config struct {
 	// for OpAMP connection certificates. Nil/empty means ca.Profile defaults.
 	Profiles map[string]ca.Profile
 	Profile  string
+	// Policies returns the policy set in force: certificate_profile rules
+	// pick profiles, auto_revoke rules act on refusals. Nil means none.
+	Policies func() *policies.Set
+	// Events receives security events (impersonation, revoked certificate
+	// presented, identity changed, CSR refused) for auto_revoke policies.
+	// Nil means they are only logged and audited.
+	Events EventSink
 	// Destinations are the other connections agents get certificates for,
 	// by name. Nil means none.
 	Destinations map[string]Destination
@@ -216,18 +224,6 @@ func (s *Server) TLSConfig(getCert func(*tls.ClientHelloInfo) (*tls.Certificate,
 		return c, nil
 	}
 	return base
-}
-
-// profile returns the profile for OpAMP connection certificates.
-func (s *Server) profile() ca.Profile {
-	p, ok := s.cfg.Profiles[s.cfg.Profile]
-	if !ok {
-		p = ca.Profile{Name: s.cfg.Profile}
-	}
-	if p.Name == "" {
-		p.Name = s.cfg.Profile
-	}
-	return p.WithDefaults()
 }
 
 // Connected reports how many live connections an agent has on this replica.

@@ -25,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -57,6 +58,9 @@ type Cert struct {
 	Serial   string    `cel:"serial"`
 	NotAfter time.Time `cel:"not_after"`
 	Profile  string    `cel:"profile"`
+	// Destination is what the certificate is for: "opamp" or one of
+	// certificates' other destinations (own_metrics, an exporter).
+	Destination string `cel:"destination"`
 }
 
 // Release is what rules see of a release, as `release`.
@@ -75,6 +79,21 @@ type Event struct {
 	Count  int               `cel:"count"`
 	Detail map[string]string `cel:"detail"`
 }
+
+// Event kinds auto_revoke rules see as event.kind.
+const (
+	// EventImpersonation: a valid certificate for one agent used with
+	// another agent's instance_uid.
+	EventImpersonation = "impersonation"
+	// EventRevokedPresented: a handshake presented a revoked certificate.
+	EventRevokedPresented = "revoked_certificate_presented"
+	// EventIdentityChanged: an enrolled agent's identifying attributes
+	// (service.name, host.name, ...) changed.
+	EventIdentityChanged = "identity_changed"
+	// EventCSRRefused: the agent's CSR was refused (wrong key type, wrong
+	// subject, quarantined).
+	EventCSRRefused = "csr_refused"
+)
 
 // Rule kinds.
 const (
@@ -143,16 +162,26 @@ type Set struct {
 // Load reads every *.yaml and *.yml file in dir (not recursively), by name.
 // A missing dir is an empty set.
 func Load(dir string) (*Set, error) {
-	ents, err := os.ReadDir(dir)
+	files, err := ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return &Set{rules: map[string][]*Rule{}}, nil
 	}
+	if err != nil {
+		return nil, err
+	}
+	return Compile(files)
+}
+
+// ReadDir returns the contents of the policy files in dir by name: the
+// files Load compiles (`policy simulate` sends them to the server).
+func ReadDir(dir string) (map[string][]byte, error) {
+	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("policies: %w", err)
 	}
 	files := map[string][]byte{}
 	for _, e := range ents {
-		if e.IsDir() || !(strings.HasSuffix(e.Name(), ".yaml") || strings.HasSuffix(e.Name(), ".yml")) {
+		if e.IsDir() || !isPolicyFile(e.Name()) {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
@@ -161,7 +190,26 @@ func Load(dir string) (*Set, error) {
 		}
 		files[e.Name()] = b
 	}
-	return Compile(files)
+	return files, nil
+}
+
+// isPolicyFile reports whether a file name is one Load reads (editors' swap
+// and backup files are not).
+func isPolicyFile(name string) bool {
+	base := filepath.Base(name)
+	return !strings.HasPrefix(base, ".") && (strings.HasSuffix(base, ".yaml") || strings.HasSuffix(base, ".yml"))
+}
+
+// Len is how many rules the set holds.
+func (s *Set) Len() int {
+	if s == nil {
+		return 0
+	}
+	n := 0
+	for _, rs := range s.rules {
+		n += len(rs)
+	}
+	return n
 }
 
 // Compile builds a Set from file contents by name.
@@ -325,9 +373,16 @@ func (r *Rule) compile(e envs) error {
 	return nil
 }
 
-// first returns the first rule of kind whose when holds.
-func (s *Set) first(kind string, vars map[string]any) *Rule {
+// first returns the first rule of kind whose when holds and that keep
+// accepts (nil: any). A nil set has no rules.
+func (s *Set) first(kind string, vars map[string]any, keep func(*Rule) bool) *Rule {
+	if s == nil {
+		return nil
+	}
 	for _, r := range s.rules[kind] {
+		if keep != nil && !keep(r) {
+			continue
+		}
 		ok, err := eval(r.when, vars)
 		if err != nil {
 			r.evalErrors.Add(1)
@@ -352,27 +407,47 @@ func eval(p cel.Program, vars map[string]any) (bool, error) {
 // Profile picks the certificate profile for an agent's certificate; nil
 // when no rule matches (the configured default applies).
 func (s *Set) Profile(a Agent, c Cert, now time.Time) *Rule {
-	return s.first(KindCertificateProfile, map[string]any{"agent": a, "cert": c, "now": now})
+	return s.first(KindCertificateProfile, map[string]any{"agent": a, "cert": c, "now": now}, nil)
 }
 
 // Target picks what release an agent should run; nil when no rule matches.
+// A rule whose target names a type applies only to agents of that type.
 func (s *Set) Target(a Agent, now time.Time) *Rule {
-	return s.first(KindPackageTarget, map[string]any{"agent": a, "now": now})
+	return s.first(KindPackageTarget, map[string]any{"agent": a, "now": now},
+		func(r *Rule) bool { return r.Target.Type == "" || r.Target.Type == a.Type })
 }
 
 // Rollout picks the rollout rule governing a release; nil means it goes to
 // every targeted agent at once.
 func (s *Set) Rollout(rel Release, now time.Time) *Rule {
-	return s.first(KindRollout, map[string]any{"release": rel, "now": now})
+	return s.first(KindRollout, map[string]any{"release": rel, "now": now}, nil)
 }
 
 // AutoRevoke picks what to do about an event; nil means nothing.
 func (s *Set) AutoRevoke(a Agent, e Event, now time.Time) *Rule {
-	return s.first(KindAutoRevoke, map[string]any{"agent": a, "event": e, "now": now})
+	return s.first(KindAutoRevoke, map[string]any{"agent": a, "event": e, "now": now}, nil)
+}
+
+// CheckProfiles refuses certificate_profile rules naming a profile other
+// than the known ones (the server's configured profiles): such a rule
+// would otherwise silently fall back to the default.
+func (s *Set) CheckProfiles(known []string) error {
+	for _, r := range s.Rules(KindCertificateProfile) {
+		if !slices.Contains(known, r.Profile) {
+			return fmt.Errorf("%s:%d: rule %q: profile %q is not configured (certificates.profiles has %s)",
+				r.File, r.Line, r.Name, r.Profile, strings.Join(known, ", "))
+		}
+	}
+	return nil
 }
 
 // Rules lists the rules of a kind, in evaluation order.
-func (s *Set) Rules(kind string) []*Rule { return s.rules[kind] }
+func (s *Set) Rules(kind string) []*Rule {
+	if s == nil {
+		return nil
+	}
+	return s.rules[kind]
+}
 
 // Wave is the wave of a rollout an agent belongs to: a stable function of
 // the rule's name and the uid (the same agent stays in its wave across

@@ -26,6 +26,7 @@ import (
 	"golang.org/x/mod/semver"
 
 	"github.com/trustamp/trustamp/audit"
+	"github.com/trustamp/trustamp/policies"
 	"github.com/trustamp/trustamp/signing"
 	"github.com/trustamp/trustamp/storage/blob"
 	"github.com/trustamp/trustamp/storage/state"
@@ -68,6 +69,10 @@ type Config struct {
 	// may be: changes made through this Service apply at once, changes made
 	// by another replica within CatalogTTL. Zero means 5s.
 	CatalogTTL time.Duration
+	// Policies returns the policy set in force; nil (or a nil func) means
+	// none: operator pins alone decide targets and nothing rolls out in
+	// waves.
+	Policies func() *policies.Set
 	// Metrics receives counters. Nil means a private, unexported set.
 	Metrics *Metrics
 	Logger  *slog.Logger

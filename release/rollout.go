@@ -9,10 +9,13 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
+	"time"
 
 	"golang.org/x/mod/semver"
 
 	"github.com/trustamp/trustamp/audit"
+	"github.com/trustamp/trustamp/policies"
 	"github.com/trustamp/trustamp/storage/blob"
 	"github.com/trustamp/trustamp/storage/state"
 )
@@ -31,6 +34,13 @@ type Agent struct {
 	// base of download URLs, so they work behind any load balancer it went
 	// through.
 	Host string
+	// Policy is the agent as policy rules see it.
+	Policy policies.Agent
+}
+
+// AgentFrom is the targeting view of an agent as policies see it.
+func AgentFrom(p policies.Agent) Agent {
+	return Agent{UID: p.UID, Type: p.Type, Platform: p.Platform, Version: p.Packages[""], Labels: p.Labels, Policy: p}
 }
 
 // Offer is the release an agent should run. Its download URL is not part
@@ -45,19 +55,50 @@ type Offer struct {
 	From      string
 	// Rule says what chose the release, for `agents show` and the record.
 	Rule string
+	// Wave names the rollout wave the agent is in, when a rollout rule
+	// governs the release ("" otherwise).
+	Wave string
+
+	start *state.RolloutStart // a rollout this decision starts
 }
 
-// catalog is an in-memory view of pins and releases: targeting runs on
-// every agent message and must not query the database each time.
+// catalog is an in-memory view of pins, releases and rollout starts:
+// targeting runs on every agent message and must not query the database
+// each time.
 type catalog struct {
 	pins     map[string][]state.Pin              // by type, most specific selector first
 	releases map[string]map[string]state.Release // by type+"\x00"+platform, then version
 	loaded   int64                               // Clock().UnixNano() at load
+
+	mu     sync.Mutex
+	starts map[string]time.Time // by rolloutKey
 }
 
-// Changes signals (coalesced) that pins or releases changed through this
-// Service: the OpAMP server then re-offers to its connected agents.
+func rolloutKey(typ, version, rule string) string {
+	return typ + "\x00" + canonicalVersion(version) + "\x00" + rule
+}
+
+func (c *catalog) started(key string) (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.starts[key]
+	return t, ok
+}
+
+func (c *catalog) setStarted(key string, t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.starts[key] = t
+}
+
+// Changes signals (coalesced) that pins, releases or policies changed
+// through this Service: the OpAMP server then re-offers to its connected
+// agents.
 func (s *Service) Changes() <-chan struct{} { return s.changes }
+
+// PoliciesChanged is called when a new policy set goes live: every
+// connected agent's target is decided again.
+func (s *Service) PoliciesChanged() { s.changed() }
 
 // changed drops the cached catalog and signals Changes.
 func (s *Service) changed() {
@@ -70,6 +111,14 @@ func (s *Service) changed() {
 	}
 }
 
+// policies is the policy set in force (nil: none).
+func (s *Service) policies() *policies.Set {
+	if s.cfg.Policies == nil {
+		return nil
+	}
+	return s.cfg.Policies()
+}
+
 func (s *Service) catalog(ctx context.Context) (*catalog, error) {
 	now := s.cfg.Clock().UnixNano()
 	s.mu.Lock()
@@ -79,11 +128,15 @@ func (s *Service) catalog(ctx context.Context) (*catalog, error) {
 		return c, nil
 	}
 	var (
-		pins []state.Pin
-		rels []state.Release
+		pins   []state.Pin
+		rels   []state.Release
+		starts []state.RolloutStart
 	)
 	err := s.cfg.Store.View(ctx, func(tx *state.Tx) (err error) {
 		if pins, err = tx.Pins(ctx); err != nil {
+			return err
+		}
+		if starts, err = tx.RolloutStarts(ctx); err != nil {
 			return err
 		}
 		rels, err = tx.Releases(ctx, state.ReleaseFilter{})
@@ -93,6 +146,9 @@ func (s *Service) catalog(ctx context.Context) (*catalog, error) {
 		return nil, fmt.Errorf("load release catalog: %w", err)
 	}
 	c = newCatalog(pins, rels, now)
+	for _, st := range starts {
+		c.starts[rolloutKey(st.Type, st.Version, st.Rule)] = st.StartedAt
+	}
 	s.mu.Lock()
 	s.snap = c
 	s.mu.Unlock()
@@ -102,7 +158,8 @@ func (s *Service) catalog(ctx context.Context) (*catalog, error) {
 // newCatalog indexes pins (most specific selector first within a type) and
 // releases (by type and platform, then canonical version).
 func newCatalog(pins []state.Pin, rels []state.Release, loaded int64) *catalog {
-	c := &catalog{pins: map[string][]state.Pin{}, releases: map[string]map[string]state.Release{}, loaded: loaded}
+	c := &catalog{pins: map[string][]state.Pin{}, releases: map[string]map[string]state.Release{}, loaded: loaded,
+		starts: map[string]time.Time{}}
 	for _, p := range pins {
 		c.pins[p.Type] = append(c.pins[p.Type], p)
 	}
@@ -119,48 +176,157 @@ func newCatalog(pins []state.Pin, rels []state.Release, loaded int64) *catalog {
 	return c
 }
 
-// decide picks an agent's release from the catalog. It reports false when
-// the agent should be offered nothing new. prior is what it was offered
-// last (nil: nothing).
-func (c *catalog) decide(a Agent, prior *state.AgentPackage) (Offer, bool) {
-	pin, ok := c.pin(a)
-	if !ok {
-		return Offer{}, false
-	}
+// decide picks an agent's release: the first package_target policy rule
+// that matches it, else the most specific operator pin. It reports false
+// when the agent should be offered nothing new; the Offer's Rule then says
+// why. prior is what it was offered last (nil: nothing). set may be nil.
+//
+// An upgrade that a rollout rule governs waits for the agent's wave; a
+// downgrade never waits (it is a rollback or a deliberate pin).
+func (c *catalog) decide(a Agent, prior *state.AgentPackage, set *policies.Set, now time.Time) (Offer, bool) {
 	rels := c.releases[a.Type+"\x00"+a.Platform]
-	pinned, ok := rels[canonicalVersion(pin.Version)]
-	rule := "pin " + pinName(pin)
-	if !ok {
-		return Offer{Rule: rule + ": no build for " + a.Platform}, false
+	var (
+		chosen   state.Release
+		rule     string
+		explicit bool
+	)
+	if r := set.Target(a.Policy, now); r != nil {
+		rule, explicit = "policy "+r.Ref(), r.Target.AllowDowngrade
+		var ok bool
+		if r.Target.Version != "" {
+			chosen, ok = rels[canonicalVersion(r.Target.Version)]
+			if !ok {
+				return Offer{Rule: rule + ": no build of " + r.Target.Version + " for " + a.Platform}, false
+			}
+		} else if chosen, ok = channelHead(rels, r.Target.Channel); !ok {
+			return Offer{Rule: rule + ": no release in channel " + r.Target.Channel + " for " + a.Platform}, false
+		}
+	} else {
+		pin, ok := c.pin(a)
+		if !ok {
+			return Offer{}, false
+		}
+		// A pin is an operator's explicit choice: lower than what an agent
+		// runs is a deliberate downgrade.
+		rule, explicit = "pin "+pinName(pin), true
+		if chosen, ok = rels[canonicalVersion(pin.Version)]; !ok {
+			return Offer{Rule: rule + ": no build for " + a.Platform}, false
+		}
 	}
-	o := Offer{Release: pinned, Rule: rule}
-	explicit := true
-	switch pinned.State {
+	o, ok := resolve(a, prior, rels, chosen, rule, explicit)
+	if !ok || o.Downgrade {
+		return o, ok
+	}
+	return c.gate(a, prior, set, o, now)
+}
+
+// resolve applies release states and the downgrade rule to the chosen
+// release.
+func resolve(a Agent, prior *state.AgentPackage, rels map[string]state.Release, chosen state.Release, rule string, explicit bool) (Offer, bool) {
+	o := Offer{Release: chosen, Rule: rule}
+	switch chosen.State {
 	case state.ReleaseActive:
 	case state.ReleaseHalted:
 		// A halted rollout makes no new offers; who has it keeps it.
-		if prior == nil || prior.SHA256 != pinned.SHA256 {
+		if prior == nil || prior.SHA256 != chosen.SHA256 {
 			return Offer{Rule: rule + ": rollout halted"}, false
 		}
 	default:
-		// The pinned release was withdrawn: fall back to the newest active
+		// The chosen release was withdrawn: fall back to the newest active
 		// release below it.
-		prev, ok := previousActive(rels, pinned.Version)
+		prev, ok := previousActive(rels, chosen.Version)
 		if !ok {
-			return Offer{Rule: rule + ": " + string(pinned.State) + ", no earlier active release"}, false
+			return Offer{Rule: rule + ": " + string(chosen.State) + ", no earlier active release"}, false
 		}
-		o.Release, o.Rule, explicit = prev, rule+" ("+pinned.Version+" "+string(pinned.State)+"): previous release", false
+		o.Release, o.Rule, explicit = prev, rule+" ("+chosen.Version+" "+string(chosen.State)+"): previous release", false
 	}
 	if a.Version != "" && compareVersions(o.Release.Version, a.Version) < 0 {
-		// Lower than what the agent runs: only deliberately.
+		// Lower than what the agent runs: only deliberately, or away from
+		// a withdrawn release.
 		current, known := rels[canonicalVersion(a.Version)]
 		withdrawn := known && current.State != state.ReleaseActive && current.State != state.ReleaseHalted
 		if !explicit && !withdrawn {
-			return Offer{Rule: o.Rule + ": downgrade from " + a.Version + " refused"}, false
+			return Offer{Rule: o.Rule + ": downgrade from " + a.Version + " refused (allow_downgrade is not set)"}, false
 		}
 		o.Downgrade, o.From = true, a.Version
 	}
 	return o, true
+}
+
+// gate holds back an upgrade until the agent's wave of the rollout rule
+// governing the release opens. An agent already offered the release, or
+// already running it, is never held back: waves only ever widen.
+func (c *catalog) gate(a Agent, prior *state.AgentPackage, set *policies.Set, o Offer, now time.Time) (Offer, bool) {
+	if (prior != nil && prior.SHA256 == o.Release.SHA256) ||
+		(a.Version != "" && canonicalVersion(a.Version) == canonicalVersion(o.Release.Version)) {
+		return o, true
+	}
+	view := releaseView(o.Release)
+	rr := set.Rollout(view, now)
+	if rr == nil || !rr.Takes(a.Policy, view, now) {
+		return o, true
+	}
+	key := rolloutKey(o.Release.Type, o.Release.Version, rr.Name)
+	started, ok := c.started(key)
+	if !ok {
+		started = now
+		o.start = &state.RolloutStart{Type: o.Release.Type, Version: o.Release.Version, Rule: rr.Name, StartedAt: now}
+	}
+	wave := rr.Wave(a.UID)
+	o.Wave = fmt.Sprintf("rollout %s wave %d/%d", rr.Ref(), wave+1, len(rr.Waves))
+	if wave >= rr.OpenWaves(started, now) {
+		opens := started.Add(time.Duration(wave) * rr.Soak).UTC().Format(time.RFC3339)
+		return Offer{Rule: o.Rule + "; " + o.Wave + " opens at " + opens, start: o.start}, false
+	}
+	o.Rule += "; " + o.Wave
+	return o, true
+}
+
+// releaseView is a release as rollout rules see it. Its channel label is
+// derived from the version (see channelOf).
+func releaseView(r state.Release) policies.Release {
+	return policies.Release{Type: r.Type, Version: r.Version, Labels: map[string]string{"channel": channelOf(r.Version)}}
+}
+
+// channelOf names the channel a version belongs to: "stable" without a
+// pre-release part, else the pre-release's leading letters ("1.2.0-beta.1"
+// is "beta", "2.0.0-rc1" is "rc"). Channels come from versions rather than
+// from labels set at publish time so a signed version cannot be moved to
+// another channel after the fact.
+func channelOf(version string) string {
+	pre := strings.TrimPrefix(semver.Prerelease(canonicalVersion(version)), "-")
+	if pre == "" {
+		return "stable"
+	}
+	end := strings.IndexFunc(pre, func(r rune) bool { return r < 'a' || r > 'z' })
+	if end == 0 {
+		return pre
+	}
+	if end > 0 {
+		pre = pre[:end]
+	}
+	return pre
+}
+
+// channelHead is the newest release in a channel that is active or halted
+// (a halted head stops new offers instead of falling back: a rollout halt
+// must not turn into an offer of something else). "latest" is every
+// channel.
+func channelHead(rels map[string]state.Release, channel string) (state.Release, bool) {
+	var best state.Release
+	found := false
+	for _, r := range rels {
+		if r.State != state.ReleaseActive && r.State != state.ReleaseHalted {
+			continue
+		}
+		if channel != "latest" && channelOf(r.Version) != channel {
+			continue
+		}
+		if !found || compareVersions(r.Version, best.Version) > 0 {
+			best, found = r, true
+		}
+	}
+	return best, found
 }
 
 // pin is the most specific pin whose selector the agent's labels match.
@@ -195,7 +361,17 @@ func (s *Service) Offer(ctx context.Context, a Agent, prior *state.AgentPackage)
 	if err != nil {
 		return Offer{}, prior, false, err
 	}
-	o, ok := c.decide(a, prior)
+	o, ok := c.decide(a, prior, s.policies(), s.cfg.Clock())
+	if o.start != nil {
+		if err := s.startRollout(ctx, c, *o.start); err != nil {
+			return Offer{}, prior, false, err
+		}
+		if !ok {
+			// The rollout started with this decision; the agent's wave
+			// may be open now that the start is the recorded one.
+			o, ok = c.decide(a, prior, s.policies(), s.cfg.Clock())
+		}
+	}
 	if !ok {
 		return o, prior, false, nil
 	}
@@ -221,6 +397,36 @@ func (s *Service) Offer(ctx context.Context, a Agent, prior *state.AgentPackage)
 	}
 	s.cfg.Metrics.Offers.WithLabelValues(a.Type, o.Release.Version).Inc()
 	return o, row, true, nil
+}
+
+// startRollout records a rollout's start (the earliest on record wins, so
+// replicas agree) and remembers it in the catalog.
+func (s *Service) startRollout(ctx context.Context, c *catalog, st state.RolloutStart) error {
+	var got state.RolloutStart
+	err := s.cfg.Store.Update(ctx, func(tx *state.Tx) (err error) {
+		got, err = tx.StartRollout(ctx, st)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("start rollout of %s %s: %w", st.Type, st.Version, err)
+	}
+	c.setStarted(rolloutKey(st.Type, st.Version, st.Rule), got.StartedAt)
+	if got.StartedAt.Equal(st.StartedAt) {
+		s.cfg.Logger.Info("rollout started", "type", st.Type, "version", st.Version, "rule", st.Rule)
+	}
+	return nil
+}
+
+// Decide is what an agent would be offered under set, without recording
+// anything: `policy simulate` shows it before a policy goes live.
+func (s *Service) Decide(ctx context.Context, a Agent, prior *state.AgentPackage, set *policies.Set) (Offer, bool, error) {
+	c, err := s.catalog(ctx)
+	if err != nil {
+		return Offer{}, false, err
+	}
+	o, ok := c.decide(a, prior, set, s.cfg.Clock())
+	o.start = nil
+	return o, ok, nil
 }
 
 // DownloadURL is where agent a downloads the blob sha: a presigned
@@ -280,7 +486,14 @@ func (s *Service) Report(ctx context.Context, a Agent, prior *state.AgentPackage
 // maybeHalt halts the rollout of typ at version when its failures pass the
 // threshold. The count and the state change share one transaction, so two
 // replicas cannot both halt it.
+//
+// A rollout policy rule governing the release sets the rate (its
+// halt_failure_rate); packages.halt_failure_rate applies otherwise.
 func (s *Service) maybeHalt(ctx context.Context, typ, version string) error {
+	rate := s.cfg.HaltFailureRate
+	if rr := s.policies().Rollout(releaseView(state.Release{Type: typ, Version: version}), s.cfg.Clock()); rr != nil && rr.HaltFailureRate > 0 {
+		rate = rr.HaltFailureRate
+	}
 	halted := false
 	err := s.cfg.Store.Update(ctx, func(tx *state.Tx) error {
 		rows, err := tx.AgentPackages(ctx, "", typ, version)
@@ -293,7 +506,7 @@ func (s *Service) maybeHalt(ctx context.Context, typ, version string) error {
 				failed++
 			}
 		}
-		if failed < s.cfg.HaltMinFailures || float64(failed) < s.cfg.HaltFailureRate*float64(len(rows)) {
+		if failed < s.cfg.HaltMinFailures || float64(failed) < rate*float64(len(rows)) {
 			return nil
 		}
 		rels, err := tx.Releases(ctx, state.ReleaseFilter{Type: typ, Version: version})
@@ -301,7 +514,7 @@ func (s *Service) maybeHalt(ctx context.Context, typ, version string) error {
 			return err
 		}
 		reason := fmt.Sprintf("%d of %d agents failed to install (threshold %.0f%%, at least %d)",
-			failed, len(rows), 100*s.cfg.HaltFailureRate, s.cfg.HaltMinFailures)
+			failed, len(rows), 100*rate, s.cfg.HaltMinFailures)
 		for _, r := range rels {
 			if r.State != state.ReleaseActive {
 				continue

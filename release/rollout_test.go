@@ -5,6 +5,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/trustamp/trustamp/storage/state"
 )
@@ -59,7 +60,7 @@ func TestDecide(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			o, ok := testCatalog(tt.pins, tt.rels...).decide(tt.agent, tt.prior)
+			o, ok := testCatalog(tt.pins, tt.rels...).decide(tt.agent, tt.prior, nil, time.Time{})
 			got := ""
 			if ok {
 				got = o.Release.Version

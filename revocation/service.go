@@ -481,6 +481,36 @@ func (s *Service) releaseHeldQuarantine(ctx context.Context, tx *state.Tx, r sta
 	return err
 }
 
+// Quarantine holds uid for review without revoking anything: it gets no
+// new certificate and cannot enroll again until `agents release`, while
+// the certificates it holds keep working (revoke them to cut it off).
+// Audited; it reports false when uid was already quarantined.
+func (s *Service) Quarantine(ctx context.Context, uid, reason, actor, note string) (bool, error) {
+	if actor == "" {
+		return false, fmt.Errorf("%w: no actor", ErrInvalid)
+	}
+	var fresh bool
+	err := s.cfg.Store.Update(ctx, func(tx *state.Tx) (err error) {
+		now := s.cfg.Clock()
+		id := uuid.Must(uuid.NewV7()).String()
+		fresh, err = tx.PutQuarantine(ctx, state.Quarantine{UID: uid, Reason: reason, Note: note, Actor: actor,
+			RequestID: id, Since: now})
+		if err != nil || !fresh {
+			return err
+		}
+		if err := tx.CancelRotations(ctx, uid, "agent quarantined ("+reason+")", now); err != nil {
+			return err
+		}
+		_, err = s.cfg.Audit.Append(ctx, tx, audit.Record{Actor: actor, Action: "agent.quarantine", Subject: uid,
+			Details: map[string]any{"reason": reason, "note": note, "request_id": id}})
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("quarantine %s: %w", uid, err)
+	}
+	return fresh, nil
+}
+
 // Release lifts uid's quarantine: it may enroll again with a token. Its
 // revoked certificates stay revoked.
 func (s *Service) Release(ctx context.Context, uid, actor, note string) (state.Quarantine, error) {

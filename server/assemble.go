@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"sort"
 	"sync/atomic"
@@ -22,9 +23,11 @@ import (
 	"github.com/trustamp/trustamp/config"
 	"github.com/trustamp/trustamp/datadir"
 	"github.com/trustamp/trustamp/opamp"
+	"github.com/trustamp/trustamp/policies"
 	"github.com/trustamp/trustamp/release"
 	"github.com/trustamp/trustamp/revocation"
 	"github.com/trustamp/trustamp/storage/blob"
+	"github.com/trustamp/trustamp/storage/state"
 )
 
 // AssembleOptions adjusts Assemble for tests and the CLI.
@@ -103,7 +106,16 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 	if d.Config.Blobs.Driver == "s3" && *pc.Presign {
 		presign = pc.PresignExpiry
 	}
-	releases, err := release.New(release.Config{Store: d.Store, Audit: auditLog, Blobs: blobs,
+	// The policy source is made once the services that check and apply a
+	// set exist; until then (before serving) they see no policies.
+	var pol *policies.Source
+	currentPolicies := func() *policies.Set {
+		if pol == nil {
+			return nil
+		}
+		return pol.Current()
+	}
+	releases, err := release.New(release.Config{Policies: currentPolicies, Store: d.Store, Audit: auditLog, Blobs: blobs,
 		RecheckAfter: pc.RecheckInterval, Presign: presign, DownloadBaseURL: pc.DownloadBaseURL,
 		HaltFailureRate: pc.HaltFailureRate, HaltMinFailures: pc.HaltMinFailures,
 		Metrics: relMetrics, Logger: o.Logger, Clock: o.Clock})
@@ -123,12 +135,19 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 		AgentCSRInterval:         certs.AgentCSRInterval,
 		Revocations:              revocations,
 		Packages:                 releases,
-		Metrics:                  metrics, Logger: o.Logger, Clock: o.Clock,
+		Policies:                 currentPolicies,
+		Events: revocation.NewAuto(revocation.AutoConfig{Service: revocations, Policies: currentPolicies,
+			Logger: o.Logger, Clock: o.Clock}),
+		Metrics: metrics, Logger: o.Logger, Clock: o.Clock,
 	})
 	if err != nil {
 		return nil, err
 	}
 	revocations.SetConnections(op)
+	pol, err = openPolicies(ctx, d, auditLog, op, releases, o.Logger)
+	if err != nil {
+		return nil, err
+	}
 	destNames := make([]string, 0, len(d.Config.Destinations))
 	for name := range d.Config.Destinations {
 		destNames = append(destNames, name)
@@ -136,6 +155,7 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 	sort.Strings(destNames)
 	admin := api.New(api.Config{Store: d.Store, Audit: auditLog, CA: listenerCert, Destinations: destNames,
 		Revocations: revocations, Releases: releases,
+		Policies: pol, Targets: releases, CheckPolicies: op.CheckPolicies, DefaultProfile: certs.Profile,
 		Gatherer: reg, Logger: o.Logger, Clock: o.Clock})
 	srv, err := New(Config{
 		OpAMPAddr:          d.Config.OpAMP.Addr,
@@ -151,6 +171,7 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 		CABundle:           authority.RootPEM,
 		Revocation:         revocations,
 		Downloads:          releases.NewDownloads(op.AuthorizeAgent),
+		Policies:           pol,
 		Admin:              admin,
 		OnListening: func(opampAddr, adminAddr net.Addr) {
 			url := "https://" + dialable(adminAddr)
@@ -220,6 +241,43 @@ func (l *listenerCert) FinishRootRollover(ctx context.Context) error {
 		return err
 	}
 	return l.renew(ctx)
+}
+
+// openPolicies loads the policy directory (created if missing, so it can
+// be watched) and audits every set that goes live.
+func openPolicies(ctx context.Context, d *datadir.Dir, auditLog *audit.Log, op *opamp.Server, releases *release.Service, log *slog.Logger) (*policies.Source, error) {
+	dir := d.Config.Policies.Dir
+	if dir == "" {
+		dir = "policies"
+	}
+	if !filepath.IsAbs(dir) {
+		dir = filepath.Join(d.Layout.Root, dir)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("policies directory: %w", err)
+	}
+	src, err := policies.NewSource(ctx, policies.SourceConfig{Dir: dir, Check: op.CheckPolicies, Logger: log,
+		Accept: func(ctx context.Context, actor string, old, next *policies.Set) error {
+			return d.Store.Update(ctx, func(tx *state.Tx) error {
+				_, err := auditLog.Append(ctx, tx, audit.Record{Actor: actor, Action: "policy.load", Subject: dir,
+					Details: map[string]any{"files": fileHashes(next.Files), "previous": fileHashes(old.Files), "rules": next.Len()}})
+				return err
+			})
+		},
+		Changed: func(*policies.Set) { releases.PoliciesChanged() },
+	}, "system:startup")
+	if err != nil {
+		return nil, fmt.Errorf("policies in %s: %w", dir, err)
+	}
+	return src, nil
+}
+
+func fileHashes(files []policies.File) map[string]string {
+	out := make(map[string]string, len(files))
+	for _, f := range files {
+		out[f.Name] = f.SHA256
+	}
+	return out
 }
 
 // Profiles maps the config's certificate profiles onto the CA's.

@@ -62,6 +62,14 @@ type Config struct {
 	Revocation Revocation
 	// Downloads serves /v1/packages/{sha256} to agents. Nil means none.
 	Downloads http.Handler
+	// Policies reloads the policy files when they change. Nil means no
+	// watching.
+	Policies PolicyWatcher
+}
+
+// PolicyWatcher follows the policy directory (policies.Source).
+type PolicyWatcher interface {
+	Watch(ctx context.Context, actor string) error
 }
 
 // Revocation is what the listeners need from the revocation service.
@@ -194,6 +202,16 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if s.cfg.Revocation != nil {
 		g.Go(func() error { return s.cfg.Revocation.Run(ctx, nil) })
+	}
+	if s.cfg.Policies != nil {
+		g.Go(func() error {
+			// Without a watcher (inotify limits) policies still reload
+			// through the API: log, do not stop serving.
+			if err := s.cfg.Policies.Watch(ctx, "system:policy-watch"); err != nil {
+				s.log.Error("policy files are not watched; reload with POST /api/v1/policies/reload", "err", err)
+			}
+			return nil
+		})
 	}
 	s.log.Info("trustamp serving", "opamp", opampL.Addr().String(), "admin", adminL.Addr().String(), "state", s.cfg.Store.Driver())
 	if s.cfg.OnListening != nil {

@@ -52,6 +52,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newKeysCmd(),
 		newPublishersCmd(g),
 		newPackagesCmd(g),
+		newPolicyCmd(g),
 	)
 	return root
 }

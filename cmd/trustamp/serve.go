@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -13,7 +14,7 @@ import (
 )
 
 func newServeCmd(g *globals) *cobra.Command {
-	var opampAddr, adminAddr string
+	var opampAddr, adminAddr, policiesDir string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the trustamp server (initialises the data dir on first start)",
@@ -37,6 +38,12 @@ func newServeCmd(g *globals) *cobra.Command {
 			if adminAddr != "" {
 				d.Config.Admin.Addr = adminAddr
 			}
+			if policiesDir != "" {
+				// A flag's relative path is relative to where it was typed.
+				if d.Config.Policies.Dir, err = filepath.Abs(policiesDir); err != nil {
+					return err
+				}
+			}
 			logger, err := newLogger(d.Config.Log)
 			if err != nil {
 				return err
@@ -50,6 +57,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&opampAddr, "opamp-addr", "", "OpAMP listen address (default from config, :4320)")
 	cmd.Flags().StringVar(&adminAddr, "admin-addr", "", "admin API listen address (default from config, 127.0.0.1:4321)")
+	cmd.Flags().StringVar(&policiesDir, "policies", "", "directory of CEL policy files (default from config, DATA/policies)")
 	return cmd
 }
 

@@ -143,3 +143,50 @@ func (tx *Tx) AgentPackages(ctx context.Context, uid, typ, version string) ([]Ag
 	}
 	return out, rows.Err()
 }
+
+// RolloutStart is when a staged rollout of one release under one policy
+// rule began.
+type RolloutStart struct {
+	Type, Version, Rule string
+	StartedAt           time.Time
+}
+
+// StartRollout records that a rollout began at r.StartedAt unless it
+// already had; it returns the start on record, which is the earlier one
+// when another replica got there first.
+func (tx *Tx) StartRollout(ctx context.Context, r RolloutStart) (RolloutStart, error) {
+	_, err := tx.exec(ctx, `INSERT INTO rollout_starts (type, version, rule, started_at_us) VALUES (?, ?, ?, ?)
+		ON CONFLICT (type, version, rule) DO NOTHING`, r.Type, r.Version, r.Rule, micros(r.StartedAt))
+	if err != nil {
+		return RolloutStart{}, fmt.Errorf("state: start rollout of %s %s: %w", r.Type, r.Version, err)
+	}
+	var us int64
+	if err := tx.queryRow(ctx, "SELECT started_at_us FROM rollout_starts WHERE type = ? AND version = ? AND rule = ?",
+		r.Type, r.Version, r.Rule).Scan(&us); err != nil {
+		return RolloutStart{}, fmt.Errorf("state: start rollout of %s %s: %w", r.Type, r.Version, err)
+	}
+	r.StartedAt = fromMicros(us)
+	return r, nil
+}
+
+// RolloutStarts lists every recorded rollout start.
+func (tx *Tx) RolloutStarts(ctx context.Context) ([]RolloutStart, error) {
+	rows, err := tx.query(ctx, "SELECT type, version, rule, started_at_us FROM rollout_starts ORDER BY type, version, rule")
+	if err != nil {
+		return nil, fmt.Errorf("state: rollout starts: %w", err)
+	}
+	defer rows.Close()
+	var out []RolloutStart
+	for rows.Next() {
+		var (
+			r  RolloutStart
+			us int64
+		)
+		if err := rows.Scan(&r.Type, &r.Version, &r.Rule, &us); err != nil {
+			return nil, fmt.Errorf("state: rollout starts: %w", err)
+		}
+		r.StartedAt = fromMicros(us)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}

@@ -108,4 +108,23 @@ func testRollouts(t *testing.T, open Opener) {
 	if len(none) != 0 {
 		t.Fatalf("release 1.0.0 has %d agents, want 0", len(none))
 	}
+
+	// The first start of a rollout is the one on record: a replica that
+	// starts it later learns the earlier start.
+	start := state.RolloutStart{Type: "otelcol", Version: "1.1.0", Rule: "canary", StartedAt: now}
+	var first, again state.RolloutStart
+	update(func(tx *state.Tx) (err error) { first, err = tx.StartRollout(ctx, start); return err })
+	later := start
+	later.StartedAt = now.Add(time.Hour)
+	update(func(tx *state.Tx) (err error) { again, err = tx.StartRollout(ctx, later); return err })
+	if !first.StartedAt.Equal(now) || !again.StartedAt.Equal(now) {
+		t.Fatalf("rollout starts %v then %v, want %v both times", first.StartedAt, again.StartedAt, now)
+	}
+	other := start
+	other.Rule, other.StartedAt = "broad", now.Add(time.Minute)
+	update(func(tx *state.Tx) error { _, err := tx.StartRollout(ctx, other); return err })
+	starts := mustView(t, s, func(tx *state.Tx) ([]state.RolloutStart, error) { return tx.RolloutStarts(ctx) })
+	if len(starts) != 2 || starts[0].Rule != "broad" || !starts[0].StartedAt.Equal(now.Add(time.Minute)) || starts[1].Rule != "canary" {
+		t.Fatalf("rollout starts %+v", starts)
+	}
 }

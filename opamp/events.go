@@ -1,0 +1,69 @@
+package opamp
+
+import (
+	"context"
+	"maps"
+
+	"github.com/open-telemetry/opamp-go/protobufs"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/trustamp/trustamp/policies"
+	"github.com/trustamp/trustamp/storage/state"
+)
+
+// EventSink receives security events for auto_revoke policies;
+// revocation.Auto is one. It must not block: it acts in the background.
+type EventSink interface {
+	Event(ctx context.Context, a policies.Agent, kind string, detail map[string]string) *policies.Rule
+}
+
+// event reports a security event about a to Config.Events.
+func (s *Server) event(ctx context.Context, a policies.Agent, kind string, detail map[string]string) {
+	if s.cfg.Events == nil {
+		return
+	}
+	if r := s.cfg.Events.Event(ctx, a, kind, detail); r != nil {
+		s.log.Warn("auto_revoke rule acting", "uid", a.UID, "event", kind, "rule", r.Ref(), "action", r.Action)
+	}
+}
+
+// eventByUID reports an event about an agent known only by uid (a refused
+// handshake): its registry row is read only when some auto_revoke rule
+// could act on it.
+func (s *Server) eventByUID(ctx context.Context, uid, kind string, detail map[string]string) {
+	if s.cfg.Events == nil || len(s.policies().Rules(policies.KindAutoRevoke)) == 0 {
+		return
+	}
+	a := state.Agent{UID: uid}
+	if err := s.cfg.Store.View(ctx, func(tx *state.Tx) (err error) { a, err = tx.Agent(ctx, uid); return err }); err != nil {
+		a = state.Agent{UID: uid}
+	}
+	s.event(ctx, PolicyAgent(a), kind, detail)
+}
+
+// identityChanged reports whether a description changes the identifying
+// attributes a previously stored description had (a first description
+// changes nothing), and the changed keys with their old and new values.
+func identityChanged(stored []byte, d *protobufs.AgentDescription) (map[string]string, bool) {
+	var old protobufs.AgentDescription
+	if d == nil || len(stored) == 0 || protojson.Unmarshal(stored, &old) != nil || len(old.IdentifyingAttributes) == 0 {
+		return nil, false
+	}
+	before := attributes(&protobufs.AgentDescription{IdentifyingAttributes: old.IdentifyingAttributes})
+	after := attributes(&protobufs.AgentDescription{IdentifyingAttributes: d.IdentifyingAttributes})
+	if maps.Equal(before, after) {
+		return nil, false
+	}
+	detail := map[string]string{}
+	for k, v := range before {
+		if after[k] != v {
+			detail[k] = v + " -> " + after[k]
+		}
+	}
+	for k, v := range after {
+		if _, ok := before[k]; !ok {
+			detail[k] = " -> " + v
+		}
+	}
+	return detail, true
+}
