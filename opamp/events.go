@@ -43,7 +43,8 @@ func (s *Server) eventByUID(ctx context.Context, uid, kind string, detail map[st
 
 // identityChanged reports whether a description changes the identifying
 // attributes a previously stored description had (a first description
-// changes nothing), and the changed keys with their old and new values.
+// changes nothing; service.version may change), and the changed keys with
+// their old and new values.
 func identityChanged(stored []byte, d *protobufs.AgentDescription) (map[string]string, bool) {
 	var old protobufs.AgentDescription
 	if d == nil || len(stored) == 0 || protojson.Unmarshal(stored, &old) != nil || len(old.IdentifyingAttributes) == 0 {
@@ -51,6 +52,10 @@ func identityChanged(stored []byte, d *protobufs.AgentDescription) (map[string]s
 	}
 	before := attributes(&protobufs.AgentDescription{IdentifyingAttributes: old.IdentifyingAttributes})
 	after := attributes(&protobufs.AgentDescription{IdentifyingAttributes: d.IdentifyingAttributes})
+	// An upgrade changes service.version (identifying for the Collector's
+	// OpAMP extension): that is the agent doing what it was told.
+	delete(before, "service.version")
+	delete(after, "service.version")
 	if maps.Equal(before, after) {
 		return nil, false
 	}

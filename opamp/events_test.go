@@ -17,10 +17,10 @@ func TestIdentityChanged(t *testing.T) {
 	stored, _ := protojson.Marshal(&protobufs.AgentDescription{
 		IdentifyingAttributes:    []*protobufs.KeyValue{kv("service.name", "otelcol"), kv("host.name", "web-1")},
 		NonIdentifyingAttributes: []*protobufs.KeyValue{kv("os.type", "linux")}})
-	same := &protobufs.AgentDescription{IdentifyingAttributes: []*protobufs.KeyValue{kv("host.name", "web-1"), kv("service.name", "otelcol")},
+	same := &protobufs.AgentDescription{IdentifyingAttributes: []*protobufs.KeyValue{kv("host.name", "web-1"), kv("service.name", "otelcol"), kv("service.version", "2.0.0")},
 		NonIdentifyingAttributes: []*protobufs.KeyValue{kv("os.type", "darwin")}}
 	if _, changed := identityChanged(stored, same); changed {
-		t.Fatal("reordered identifying attributes and a changed non-identifying one counted as an identity change")
+		t.Fatal("reordered identifying attributes, a new service.version and a changed non-identifying attribute counted as an identity change")
 	}
 	moved := &protobufs.AgentDescription{IdentifyingAttributes: []*protobufs.KeyValue{kv("service.name", "otelcol"), kv("host.name", "web-2"), kv("cloud.region", "eu")}}
 	detail, changed := identityChanged(stored, moved)

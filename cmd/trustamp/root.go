@@ -53,6 +53,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newPublishersCmd(g),
 		newPackagesCmd(g),
 		newPolicyCmd(g),
+		newAgentCmd(),
 	)
 	return root
 }
