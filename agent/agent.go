@@ -96,6 +96,10 @@ type Agent struct {
 	creds  *credentials
 	client client.OpAMPClient
 	events chan event
+
+	// afterSave, in tests, runs once an offered certificate is persisted
+	// and before the switch: where a crash is most interesting.
+	afterSave func()
 }
 
 type eventKind int
@@ -358,6 +362,13 @@ func (a *Agent) notify(ev event) {
 func (a *Agent) takeOffer(s *protobufs.OpAMPConnectionSettings) error {
 	saved, err := a.saveOffer(s)
 	if err == nil && saved {
+		a.mu.Lock()
+		hook := a.afterSave
+		a.mu.Unlock()
+		if hook != nil {
+			hook()
+			return nil
+		}
 		a.notify(event{kind: evSwitch})
 	}
 	return err

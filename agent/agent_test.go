@@ -119,16 +119,17 @@ type running struct {
 	*Agent
 	logs   *logBuffer
 	cancel context.CancelFunc
-	done   chan error
+	done   chan struct{} // closed when Run returned, with err
+	err    error
 }
 
 func (r *running) stop(t testing.TB) {
 	t.Helper()
 	r.cancel()
 	select {
-	case err := <-r.done:
-		if err != nil {
-			t.Fatalf("agent run: %v", err)
+	case <-r.done:
+		if r.err != nil {
+			t.Fatalf("agent run: %v", r.err)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("agent did not stop")
@@ -151,15 +152,15 @@ func startAgent(t testing.TB, env *servertest.Env, dir, token string, pubs []cry
 		t.Fatal(err)
 	}
 	c, cancel := context.WithCancel(context.Background())
-	r := &running{Agent: a, logs: logs, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- a.Run(c) }()
+	r := &running{Agent: a, logs: logs, cancel: cancel, done: make(chan struct{})}
+	go func() { r.err = a.Run(c); close(r.done) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
 		case <-r.done:
 		case <-time.After(20 * time.Second):
 		}
-		if t.Failed() {
+		if t.Failed() || os.Getenv("AGENT_TEST_LOGS") != "" {
 			t.Logf("agent log:\n%s", logs.String())
 		}
 	})
