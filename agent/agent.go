@@ -584,7 +584,9 @@ func (a *Agent) enrollOnce(ctx context.Context, token string) (*credentials, err
 	}
 	hdr := http.Header{}
 	hdr.Set("Authorization", "Bearer "+token)
-	c, err := a.start(ctx, nil, hdr, cb, func(msg string) { report(fmt.Errorf("%w: %s (token unknown, used up or expired)", ErrEnrollRefused, msg)) })
+	c, err := a.start(ctx, nil, hdr, cb, func(msg string) {
+		report(fmt.Errorf("%w: %s (token unknown, used up or expired)", ErrEnrollRefused, msg))
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -125,7 +125,6 @@ func TestPackageRefusals(t *testing.T) {
 	}
 }
 
-
 // A crash mid-rotation: the offered certificate was saved but the agent
 // died before it connected with it. The next start tries it first and,
 // once connected, makes it current; a next certificate that cannot connect
