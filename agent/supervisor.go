@@ -83,6 +83,7 @@ func (s *supervisor) launch(version string) (*process, error) {
 	// Its own process group: a signal to the supervisor's terminal does
 	// not bypass the supervisor's stop sequence.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	dieWithParent(cmd.SysProcAttr)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", args[0], err)
 	}

@@ -62,7 +62,7 @@ func (c *conn) offerPackages(ctx context.Context, msg *protobufs.AgentToServer, 
 	defer c.pkg.mu.Unlock()
 	if msg.PackageStatuses != nil {
 		c.pkg.statuses = msg.PackageStatuses
-		if h := msg.PackageStatuses.ServerProvidedAllPackagesHash; len(h) > 0 && c.pkg.sent == nil {
+		if h := msg.PackageStatuses.ServerProvidedAllPackagesHash; len(h) > 0 && c.pkg.sent == nil && settled(msg.PackageStatuses) {
 			c.pkg.sent = h
 		}
 	}
@@ -75,6 +75,22 @@ func (c *conn) offerPackages(ctx context.Context, msg *protobufs.AgentToServer, 
 	if pa := c.computeOffer(ctx, msg.PackageStatuses != nil); pa != nil {
 		resp.PackagesAvailable = pa
 	}
+}
+
+// settled reports whether the agent finished with every package it was
+// offered (installed, or failed for good). An agent that restarted in the
+// middle of a download or install reports the offer's hash too, but only a
+// fresh offer makes opamp-go's syncer pick the work up again: it is sent
+// once more.
+func settled(st *protobufs.PackageStatuses) bool {
+	for _, ps := range st.GetPackages() {
+		switch ps.GetStatus() {
+		case protobufs.PackageStatusEnum_PackageStatusEnum_Installed, protobufs.PackageStatusEnum_PackageStatusEnum_InstallFailed:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // computeOffer runs with c.pkg.mu held; it returns an offer to send, or nil.

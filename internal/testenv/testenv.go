@@ -51,6 +51,9 @@ func missing(t testing.TB, what string) {
 	t.Fatal(msg)
 }
 
+// Tool returns the path of an installed tool binary, or ends the test.
+func Tool(t testing.TB, name string) string { return tool(t, name) }
+
 // tool returns the path of an installed tool binary, or ends the test.
 func tool(t testing.TB, name string) string {
 	t.Helper()
