@@ -22,6 +22,7 @@ import (
 	"golang.org/x/mod/semver"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/trustamp/trustamp/internal/atomicfile"
 	"github.com/trustamp/trustamp/opamp/extension"
 	"github.com/trustamp/trustamp/signing"
 )
@@ -102,7 +103,7 @@ func (p *diskPackages) saveLocked() error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(p.dir, pkgState), b, 0o600)
+	return atomicfile.Write(filepath.Join(p.dir, pkgState), b, 0o600)
 }
 
 // Current is the version the current link points at ("" before the first
@@ -444,7 +445,7 @@ type trial struct {
 
 func (p *diskPackages) startTrial(t trial) error {
 	b, _ := json.Marshal(t)
-	return writeAtomic(filepath.Join(p.dir, trialFile), b, 0o600)
+	return atomicfile.Write(filepath.Join(p.dir, trialFile), b, 0o600)
 }
 
 func (p *diskPackages) pendingTrial() (trial, bool) {

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/trustamp/trustamp/internal/atomicfile"
 )
 
 // The state directory. Every file is replaced by write-to-temp, fsync,
@@ -105,7 +107,7 @@ func (d stateDir) uid() (uuid.UUID, error) {
 		return uuid.Nil, err
 	}
 	u := uuid.Must(uuid.NewV7())
-	return u, writeAtomic(d.file(uidFile), []byte(u.String()+"\n"), 0o600)
+	return u, atomicfile.Write(d.file(uidFile), []byte(u.String()+"\n"), 0o600)
 }
 
 // load reads a credentials file; nil without error when it does not exist.
@@ -157,7 +159,7 @@ func (d stateDir) save(name string, c *credentials) error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(d.file(name), append(bytes.Clone(c.certPEM), keyPEM...), 0o600)
+	return atomicfile.Write(d.file(name), append(bytes.Clone(c.certPEM), keyPEM...), 0o600)
 }
 
 // promote makes the next credentials the current ones (one rename).
@@ -211,7 +213,7 @@ func (d stateDir) newPendingKey() (crypto.Signer, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := writeAtomic(d.file(pendingFile), keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(d.file(pendingFile), keyPEM, 0o600); err != nil {
 		return nil, nil, fmt.Errorf("persist CSR key: %w", err)
 	}
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
@@ -227,37 +229,6 @@ func pemKey(k crypto.Signer) ([]byte, error) {
 		return nil, err
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
-}
-
-// writeAtomic replaces path with data: a crash leaves the old or the new
-// file, complete.
-func writeAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(dir)
 }
 
 func syncDir(dir string) error {
