@@ -6,6 +6,8 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
@@ -257,5 +259,27 @@ func TestRestartAfterCrashMidInstall(t *testing.T) {
 	sup.mu.Unlock()
 	if running == nil || running.version != "1.0.0" {
 		t.Fatalf("running %+v after recovery, want 1.0.0", running)
+	}
+}
+
+// The renewal timer fires at 2/3 of the certificate's life, less up to 5%
+// of it, and never in the past.
+func TestUntilRenewal(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c := selfSigned(t, key, "u")
+	life := c.leaf.NotAfter.Sub(c.leaf.NotBefore)
+	a := &Agent{cfg: Config{RenewAt: 2.0 / 3.0}}
+	due := c.leaf.NotBefore.Add(life * 2 / 3)
+	for range 50 {
+		d := a.untilRenewal(c)
+		at := time.Now().Add(d)
+		if at.After(due.Add(time.Second)) || at.Before(due.Add(-life/20-time.Second)) {
+			t.Fatalf("renews at %v, want within 5%% of life before %v", at, due)
+		}
+	}
+	old := selfSigned(t, key, "u")
+	old.leaf.NotBefore, old.leaf.NotAfter = time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour)
+	if d := a.untilRenewal(old); d != time.Second {
+		t.Fatalf("an overdue certificate renews in %v, want at once (1s)", d)
 	}
 }
