@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"filippo.io/age"
@@ -180,3 +181,25 @@ func (s *AgeStore) Get(ctx context.Context, name string) (crypto.Signer, error) 
 	}
 	return signer, nil
 }
+
+// List names the stored keys, sorted.
+func (s *AgeStore) List(ctx context.Context) ([]string, error) {
+	ents, err := os.ReadDir(s.dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("keys: list: %w", err)
+	}
+	var out []string
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".key.age")
+		if ok && !e.IsDir() && namePattern.MatchString(name) {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
+// Custody names where the keys are: "age".
+func (s *AgeStore) Custody() string { return "age" }
