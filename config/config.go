@@ -36,6 +36,7 @@ type Config struct {
 	Blobs        Blobs        `yaml:"blobs"`
 	Packages     Packages     `yaml:"packages"`
 	Policies     Policies     `yaml:"policies"`
+	Keys         Keys         `yaml:"keys"`
 	CRL          CRL          `yaml:"crl"`
 	OCSP         OCSP         `yaml:"ocsp"`
 	// Destinations are connections other than OpAMP (the agent's own
@@ -217,6 +218,41 @@ type BlobsS3 struct {
 	Retention time.Duration `yaml:"retention"`
 }
 
+// Keys chooses the custodian of the server's private keys (CA keys, the
+// audit key, the OCSP signer).
+type Keys struct {
+	// Custody is "age" (the default: files in DATA/keys encrypted to the
+	// data dir's age identity) or "vault-kv" (Vault's KV v2; the data dir
+	// then holds no private key).
+	Custody string `yaml:"custody"`
+	Vault   Vault  `yaml:"vault"`
+}
+
+// Vault locates a Vault KV v2 store. The token (TRUSTAMP_VAULT_TOKEN) and
+// the AppRole secret ID (TRUSTAMP_VAULT_SECRET_ID) come from the
+// environment only, never from this file.
+type Vault struct {
+	// Address is Vault's URL.
+	Address string `yaml:"address"`
+	// Mount is the KV v2 mount. Empty means "secret".
+	Mount string `yaml:"mount"`
+	// Path is the prefix under the mount. Empty means "trustamp/keys".
+	Path string `yaml:"path"`
+	// Auth is "token" or "approle". Empty means "token".
+	Auth string `yaml:"auth"`
+	// RoleID is the AppRole role ID (auth: approle); AppRoleMount where
+	// AppRole is mounted (default "approle").
+	RoleID       string `yaml:"role_id"`
+	AppRoleMount string `yaml:"approle_mount"`
+	// CAFile verifies Vault's TLS certificate; empty means the system roots.
+	CAFile string `yaml:"ca_file"`
+	// Namespace is the Vault Enterprise namespace, if any.
+	Namespace string `yaml:"namespace"`
+	// Token and SecretID are read from the environment.
+	Token    string `yaml:"-"`
+	SecretID string `yaml:"-"`
+}
+
 // Policies locates the CEL policy files.
 type Policies struct {
 	// Dir holds the policy files (*.yaml, *.yml), reloaded when they
@@ -294,6 +330,7 @@ func Default() Config {
 			RotationRate: 50, ScanInterval: 10 * time.Second, OfferTimeout: 2 * time.Minute, AgentCSRInterval: 10 * time.Second,
 		},
 		Blobs: Blobs{Driver: "fs", Dir: "blobs"},
+		Keys:  Keys{Custody: "age"},
 		Packages: Packages{Presign: &yes, PresignExpiry: time.Hour, RecheckInterval: time.Hour,
 			HaltFailureRate: 0.2, HaltMinFailures: 3},
 		CRL:  CRL{NextUpdate: time.Hour},
@@ -383,6 +420,7 @@ func (c *Config) applyDefaults() {
 	if c.Certificates.AgentCSRInterval == 0 {
 		c.Certificates.AgentCSRInterval = cd.AgentCSRInterval
 	}
+	setString(&c.Keys.Custody, d.Keys.Custody)
 	setString(&c.Blobs.Driver, d.Blobs.Driver)
 	setString(&c.Blobs.Dir, d.Blobs.Dir)
 	if c.Packages.Presign == nil {
@@ -414,6 +452,13 @@ func (c *Config) applyDefaults() {
 // written into the config file.
 const EnvPostgresDSN = "TRUSTAMP_POSTGRES_DSN"
 
+// EnvVaultToken and EnvVaultSecretID carry the Vault credentials of
+// keys.vault.
+const (
+	EnvVaultToken    = "TRUSTAMP_VAULT_TOKEN"
+	EnvVaultSecretID = "TRUSTAMP_VAULT_SECRET_ID"
+)
+
 // EnvS3AccessKey and EnvS3SecretKey carry the S3 credentials.
 const (
 	EnvS3AccessKey = "TRUSTAMP_S3_ACCESS_KEY"
@@ -431,6 +476,32 @@ func (c *Config) applyEnv(getenv func(string) string) {
 		c.Blobs.S3.AccessKey = v
 	}
 	c.Blobs.S3.SecretKey = getenv(EnvS3SecretKey)
+	c.Keys.Vault.Token = getenv(EnvVaultToken)
+	c.Keys.Vault.SecretID = getenv(EnvVaultSecretID)
+}
+
+// validateKeys checks keys.* (the secrets are checked where they are used:
+// `keys migrate` needs them only for the target).
+func (c *Config) validateKeys() error {
+	switch c.Keys.Custody {
+	case "age", "vault-kv":
+	default:
+		return fmt.Errorf("keys.custody: %q is not one of age, vault-kv", c.Keys.Custody)
+	}
+	v := c.Keys.Vault
+	if c.Keys.Custody == "vault-kv" && v.Address == "" {
+		return errors.New("keys.vault.address: required when keys.custody is vault-kv")
+	}
+	switch v.Auth {
+	case "", "token":
+	case "approle":
+		if v.RoleID == "" {
+			return errors.New("keys.vault.role_id: required when keys.vault.auth is approle")
+		}
+	default:
+		return fmt.Errorf("keys.vault.auth: %q is not one of token, approle", v.Auth)
+	}
+	return nil
 }
 
 // Validate reports the first setting that cannot work, naming its key.
@@ -460,6 +531,9 @@ func (c *Config) Validate() error {
 	}
 	if c.State.Postgres.MaxConns < 0 {
 		return fmt.Errorf("state.postgres.max_conns: must not be negative")
+	}
+	if err := c.validateKeys(); err != nil {
+		return err
 	}
 	switch c.Blobs.Driver {
 	case "fs":

@@ -88,6 +88,29 @@ packages:
   halt_failure_rate: 0.2
   halt_min_failures: 3
 
+keys:
+  # Custodian of the server's private keys (CA keys, audit key, OCSP signer):
+  # age (files in <data dir>/keys encrypted to the data dir's age identity) or
+  # vault-kv (Vault KV v2; the data dir then holds no private key). Move
+  # existing keys with ` + "`trustamp keys migrate --to vault-kv`" + `.
+  custody: age
+  vault:
+    # Vault's URL, e.g. https://vault.example:8200.
+    address: ""
+    # KV v2 mount and the prefix under it (empty: secret, trustamp/keys).
+    mount: ""
+    path: ""
+    # token (TRUSTAMP_VAULT_TOKEN) or approle (role_id here, the secret ID in
+    # TRUSTAMP_VAULT_SECRET_ID). Empty means token.
+    auth: ""
+    role_id: ""
+    # Where AppRole is mounted (empty: approle).
+    approle_mount: ""
+    # CA bundle that verifies Vault's TLS certificate (empty: system roots).
+    ca_file: ""
+    # Vault Enterprise namespace, if any.
+    namespace: ""
+
 policies:
   # Directory of CEL policy files (*.yaml): certificate profiles, package
   # targets, staged rollouts, automatic revocation. Reloaded when a file

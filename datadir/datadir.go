@@ -229,7 +229,11 @@ func ensureAuditKey(ctx context.Context, d *Dir, created func(string)) (ed25519.
 		if err := d.Keys.Put(ctx, AuditKeyName, priv); err != nil {
 			return nil, fmt.Errorf("datadir: %w", err)
 		}
-		created(filepath.Join(d.Layout.KeysDir(), AuditKeyName+".key.age"))
+		if d.Keys.Custody() == "age" {
+			created(filepath.Join(d.Layout.KeysDir(), AuditKeyName+".key.age"))
+		} else {
+			created(AuditKeyName + " key in " + d.Keys.Custody())
+		}
 		signer, err = priv, nil
 	}
 	if err != nil {

@@ -17,7 +17,7 @@ type Dir struct {
 	Layout Layout
 	Config config.Config
 	Store  *state.Store
-	Keys   *keys.AgeStore
+	Keys   keys.Store
 }
 
 // Open loads the config and opens the state and key stores of an initialised
@@ -31,7 +31,7 @@ func Open(ctx context.Context, opts Options) (*Dir, error) {
 	if err != nil {
 		return nil, err
 	}
-	ks, err := keys.NewAgeStore(keys.AgeConfig{Dir: l.KeysDir(), IdentityFile: l.AgeIdentity()})
+	ks, err := KeyStore(l, cfg.Keys, cfg.Keys.Custody)
 	if err != nil {
 		return nil, fmt.Errorf("datadir: %w", err)
 	}
@@ -40,6 +40,32 @@ func Open(ctx context.Context, opts Options) (*Dir, error) {
 		return nil, fmt.Errorf("datadir: %w", err)
 	}
 	return &Dir{Layout: l, Config: cfg, Store: store, Keys: ks}, nil
+}
+
+// KeyStore opens a key custodian: "age" (the data dir's encrypted files)
+// or "vault-kv" (keys.vault, with its secret from the environment).
+func KeyStore(l Layout, c config.Keys, custody string) (keys.Store, error) {
+	switch custody {
+	case "age":
+		return keys.NewAgeStore(keys.AgeConfig{Dir: l.KeysDir(), IdentityFile: l.AgeIdentity()})
+	case "vault-kv":
+		v := c.Vault
+		kc := keys.VaultKVConfig{Address: v.Address, Mount: v.Mount, Path: v.Path, CACertFile: v.CAFile,
+			Namespace: v.Namespace, AppRoleMount: v.AppRoleMount}
+		if v.Auth == "approle" {
+			if v.SecretID == "" {
+				return nil, fmt.Errorf("keys.vault.auth is approle: set %s", config.EnvVaultSecretID)
+			}
+			kc.RoleID, kc.SecretID = v.RoleID, v.SecretID
+		} else {
+			if v.Token == "" {
+				return nil, fmt.Errorf("keys.vault.auth is token: set %s", config.EnvVaultToken)
+			}
+			kc.Token = v.Token
+		}
+		return keys.NewVaultKV(kc)
+	}
+	return nil, fmt.Errorf("keys.custody: %q is not one of age, vault-kv", custody)
 }
 
 // StateConfig maps the config file's state section onto the store's Config.

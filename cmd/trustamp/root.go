@@ -49,7 +49,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newReportCmd(g),
 		newSignCmd(),
 		newVerifyCmd(),
-		newKeysCmd(),
+		newKeysCmd(g),
 		newPublishersCmd(g),
 		newPackagesCmd(g),
 		newPolicyCmd(g),

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/trustamp/trustamp/datadir"
 	"github.com/trustamp/trustamp/signing"
 )
 
@@ -142,8 +143,8 @@ func newVerifyCmd() *cobra.Command {
 	return cmd
 }
 
-func newKeysCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "keys", Short: "Publisher signing keys"}
+func newKeysCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "keys", Short: "Publisher signing keys; the server's key custody"}
 	var outDir, name, recipient string
 	gen := &cobra.Command{
 		Use:   "generate --out DIR",
@@ -170,6 +171,57 @@ release engineer.`,
 	gen.Flags().StringVar(&name, "name", "publisher", "file name stem")
 	gen.Flags().StringVar(&recipient, "age-recipient", "", "encrypt to this age recipient (age1...) instead of a passphrase")
 	gen.MarkFlagRequired("out")
-	cmd.AddCommand(gen)
+	cmd.AddCommand(gen, newKeysMigrateCmd(g))
+	return cmd
+}
+
+func newKeysMigrateCmd(g *globals) *cobra.Command {
+	var to, output string
+	cmd := &cobra.Command{
+		Use:   "migrate --to vault-kv|age",
+		Short: "Copy the server's private keys to another custodian (audited; nothing deleted)",
+		Long: `migrate copies every private key of the data dir (CA keys, audit key, OCSP
+signer) from the custodian keys.custody names to --to, reads each back to
+check it, and audits keys.migrate with the public-key fingerprints. Nothing is
+deleted or replaced, so running servers keep working: afterwards set
+keys.custody to the new custodian in trustamp.yaml and restart each replica.
+The Vault credentials come from TRUSTAMP_VAULT_TOKEN or
+TRUSTAMP_VAULT_SECRET_ID, as for serve.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output, "table", "json"); err != nil {
+				return err
+			}
+			d, err := datadir.Open(cmd.Context(), datadir.Options{Layout: g.layout()})
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			target, err := datadir.KeyStore(g.layout(), d.Config.Keys, to)
+			if err != nil {
+				return fmt.Errorf("--to %s: %w", to, err)
+			}
+			moved, err := datadir.MigrateKeys(cmd.Context(), d, target, "cli:keys-migrate")
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(cmd.OutOrStdout(), moved)
+			}
+			rows := make([][]string, 0, len(moved))
+			for _, m := range moved {
+				rows = append(rows, []string{m.Name, m.Fingerprint, m.Result})
+			}
+			if err := printTable(cmd.OutOrStdout(), []string{"KEY", "PUBLIC KEY SHA-256", "RESULT"}, rows); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d keys now in %s (audited). Next: set keys.custody: %s in %s and restart each replica;\nthe %s copies stay until you remove them.\n",
+				len(moved), to, to, g.layout().Config(), d.Keys.Custody())
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&to, "to", "", "target custodian: vault-kv or age (required)")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	cmd.MarkFlagRequired("to")
 	return cmd
 }
