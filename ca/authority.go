@@ -35,6 +35,14 @@ type Config struct {
 	// information access), so relying parties that are not trustamp can
 	// check revocation.
 	CRLURL, OCSPURL string
+	// IntermediateKMS, when set (hashivault://KEY), is where the key of
+	// every intermediate made from now on lives: the next
+	// `ca rotate-intermediate` certifies that KMS key, and from then on
+	// issuance, CRLs and the OCSP signer are signed by the KMS; the private
+	// key never enters this process. An intermediate whose key is in Keys
+	// (made before) keeps being used until that rollover. OpenKMS opens it.
+	IntermediateKMS string
+	OpenKMS         func(ctx context.Context, uri string) (crypto.Signer, error)
 	// Clock returns the current time. Nil means time.Now.
 	Clock func() time.Time
 }
@@ -48,6 +56,9 @@ type Authority struct {
 
 	ocspMu sync.Mutex
 	ocsp   *ocspSigner
+
+	kmsMu sync.Mutex
+	kms   crypto.Signer // the IntermediateKMS key, once opened
 }
 
 // issuer is what signs and what is trusted today: replaced as a whole on
@@ -118,7 +129,7 @@ func (a *Authority) load(ctx context.Context) error {
 		iss.chainPEM = append(append([]byte(nil), interPEM...), bridgePEM...)
 		iss.intermediates.AddCert(bridge)
 	}
-	key, err := a.caKey(ctx, inter, intermediateKeyPrefix, IntermediateKeyName)
+	key, err := a.intermediateKey(ctx, inter)
 	if err != nil {
 		return err
 	}
@@ -133,6 +144,39 @@ func (a *Authority) load(ctx context.Context) error {
 	}
 	a.cur.Store(iss)
 	return nil
+}
+
+// intermediateKey is the intermediate's key: the KMS key when the
+// certificate certifies it, else the key store's.
+func (a *Authority) intermediateKey(ctx context.Context, inter *x509.Certificate) (crypto.Signer, error) {
+	if a.cfg.IntermediateKMS != "" {
+		k, err := a.kmsKey(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if pub, ok := k.Public().(interface{ Equal(crypto.PublicKey) bool }); ok && pub.Equal(inter.PublicKey) {
+			return k, nil
+		}
+	}
+	return a.caKey(ctx, inter, intermediateKeyPrefix, IntermediateKeyName)
+}
+
+// kmsKey opens IntermediateKMS once.
+func (a *Authority) kmsKey(ctx context.Context) (crypto.Signer, error) {
+	a.kmsMu.Lock()
+	defer a.kmsMu.Unlock()
+	if a.kms != nil {
+		return a.kms, nil
+	}
+	if a.cfg.OpenKMS == nil {
+		return nil, fmt.Errorf("ca: intermediate key %s: no KMS support configured", a.cfg.IntermediateKMS)
+	}
+	k, err := a.cfg.OpenKMS(ctx, a.cfg.IntermediateKMS)
+	if err != nil {
+		return nil, fmt.Errorf("ca: intermediate key: %w", err)
+	}
+	a.kms = k
+	return k, nil
 }
 
 func samePublicKey(a, b *x509.Certificate) bool {

@@ -62,6 +62,13 @@ func (a *Authority) mintCA(ctx context.Context, prefix string, tmpl, parent *x50
 	if err := a.cfg.Keys.Put(ctx, serialKeyName(prefix, tmpl.SerialNumber), key); err != nil {
 		return nil, fmt.Errorf("ca: store new %s key: %w", prefix, err)
 	}
+	return a.certifyCA(tmpl, parent, parentKey, key, path)
+}
+
+// certifyCA signs tmpl for key with parent (nil: self-signed by key) and
+// writes the certificate to path.
+func (a *Authority) certifyCA(tmpl, parent *x509.Certificate, parentKey, key crypto.Signer, path string) (*x509.Certificate, error) {
+	prefix := tmpl.Subject.CommonName
 	if parent == nil {
 		parent, parentKey = tmpl, key
 	}
@@ -141,6 +148,14 @@ func (a *Authority) makeIntermediateUnder(ctx context.Context, parent *x509.Cert
 		a.cfg.Clock(), intermediateLifetime, 0)
 	if tmpl.NotAfter.After(parent.NotAfter) {
 		tmpl.NotAfter = parent.NotAfter
+	}
+	if a.cfg.IntermediateKMS != "" {
+		// The key is the KMS's: certify it; nothing to store.
+		key, err := a.kmsKey(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return a.certifyCA(tmpl, parent, parentKey, key, a.cfg.Files.Next())
 	}
 	return a.mintCA(ctx, intermediateKeyPrefix, tmpl, parent, parentKey, a.cfg.Files.Next())
 }

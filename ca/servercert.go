@@ -60,11 +60,9 @@ func (a *Authority) ServerCertificate(ctx context.Context, names []string) (tls.
 			tmpl.DNSNames = append(tmpl.DNSNames, n)
 		}
 	}
-	intKey, err := a.caKey(ctx, iss.intermediate, intermediateKeyPrefix, IntermediateKeyName)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, iss.intermediate, key.Public(), intKey)
+	// The issuer's key is the intermediate's, loaded with it (from the key
+	// store or the KMS).
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, iss.intermediate, key.Public(), iss.key)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("ca: issue server certificate: %w", err)
 	}

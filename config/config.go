@@ -78,6 +78,12 @@ type Certificates struct {
 	// AgentCSRInterval is the minimum average interval between CSRs one
 	// agent may send on its own (burst of 3). Zero means 10s.
 	AgentCSRInterval time.Duration `yaml:"agent_csr_interval"`
+	// IntermediateKey, when set to a KMS URI (hashivault://KEY), is where
+	// the keys of intermediates made from now on live (Vault Transit,
+	// configured by VAULT_ADDR and VAULT_TOKEN): `trustamp ca
+	// rotate-intermediate` then certifies that key, and issuance, CRLs and
+	// OCSP never see a private key. Empty means the key store.
+	IntermediateKey string `yaml:"intermediate_key"`
 }
 
 // withDefaults fills the fields left out of a profile.
@@ -531,6 +537,9 @@ func (c *Config) Validate() error {
 	}
 	if c.State.Postgres.MaxConns < 0 {
 		return fmt.Errorf("state.postgres.max_conns: must not be negative")
+	}
+	if k := c.Certificates.IntermediateKey; k != "" && !strings.HasPrefix(k, "hashivault://") {
+		return fmt.Errorf("certificates.intermediate_key: %q is not a hashivault://KEY URI", k)
 	}
 	if err := c.validateKeys(); err != nil {
 		return err

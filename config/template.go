@@ -147,6 +147,11 @@ certificates:
   offer_timeout: 2m
   # Minimum average interval between CSRs one agent may send on its own.
   agent_csr_interval: 10s
+  # Keep the intermediate CA key in Vault Transit: hashivault://KEY (an
+  # ecdsa-p256 Transit key; VAULT_ADDR and VAULT_TOKEN in the environment).
+  # The next ` + "`trustamp ca rotate-intermediate`" + ` certifies that key; from then
+  # on issuance, CRLs and OCSP are signed by Vault. Empty: the key store.
+  intermediate_key: ""
   profiles:
     default:
       # Certificate lifetime; short lifetimes bound what a missed revocation costs.

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"io"
@@ -390,7 +391,7 @@ func TestHoldAndUndo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Quarantined) != 1 || len(res.Revoked) != 1 || res.Revoked[0].Serial != serial.Text(16) {
+	if len(res.Quarantined) != 1 || len(res.Revoked) != 1 || res.Revoked[0].Serial != hex.EncodeToString(serial.Bytes()) {
 		t.Fatalf("agent hold by label: %+v", res)
 	}
 	if _, err := f.env.Admin.UndoRevocation(f.ctx, api.UndoRequest{Serial: serial.Text(16)}); err != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/trustamp/trustamp/policies"
 	"github.com/trustamp/trustamp/release"
 	"github.com/trustamp/trustamp/revocation"
+	"github.com/trustamp/trustamp/signing"
 	"github.com/trustamp/trustamp/storage/blob"
 	"github.com/trustamp/trustamp/storage/state"
 )
@@ -61,7 +62,8 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 	auditLog := audit.New(audit.Config{Key: key, Logger: o.Logger, Clock: o.Clock})
 	crlURL, ocspURL := revocationURLs(d.Config)
 	authority, err := ca.New(ctx, ca.Config{Keys: d.Keys, Files: d.Layout.CAFiles(), TrustDomain: d.Config.TrustDomain,
-		CRLURL: crlURL, OCSPURL: ocspURL, Clock: o.Clock})
+		CRLURL: crlURL, OCSPURL: ocspURL, IntermediateKMS: d.Config.Certificates.IntermediateKey, OpenKMS: signing.OpenKMSKey,
+		Clock: o.Clock})
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/sigstore/sigstore/pkg/signature/kms"
@@ -39,4 +40,46 @@ func OpenKMS(ctx context.Context, uri string) (*Signer, error) {
 		return nil, err
 	}
 	return &Signer{signer: sv, pub: pub, alg: alg}, nil
+}
+
+// OpenKMSKey returns a crypto.Signer for a KMS key (hashivault://KEY), for
+// callers that sign with the standard library (x509.CreateCertificate,
+// CRLs, OCSP): only digests travel to the KMS. The public key is read once.
+func OpenKMSKey(ctx context.Context, uri string) (crypto.Signer, error) {
+	sv, err := kms.Get(ctx, uri, crypto.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("signing: open %s: %w", uri, err)
+	}
+	pub, err := sv.PublicKey(options.WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("signing: public key of %s: %w", uri, err)
+	}
+	if _, err := checkKey(pub); err != nil {
+		return nil, err
+	}
+	// The error callback reports failures of Public(), which kmsKey never
+	// calls; Sign returns its own errors.
+	cs, _, err := sv.CryptoSigner(context.WithoutCancel(ctx), nil)
+	if err != nil {
+		return nil, fmt.Errorf("signing: %s: %w", uri, err)
+	}
+	return kmsKey{Signer: cs, pub: pub, uri: uri}, nil
+}
+
+// kmsKey pins the public key: the KMS's crypto.Signer asks the KMS for it
+// on every call.
+type kmsKey struct {
+	crypto.Signer
+	pub crypto.PublicKey
+	uri string
+}
+
+func (k kmsKey) Public() crypto.PublicKey { return k.pub }
+
+func (k kmsKey) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	sig, err := k.Signer.Sign(rand, digest, opts)
+	if err != nil {
+		return nil, fmt.Errorf("signing: %s: %w", k.uri, err)
+	}
+	return sig, nil
 }

@@ -1,7 +1,11 @@
 package testenv
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"testing"
@@ -33,4 +37,39 @@ func StartVault(t testing.TB) *Vault {
 	})
 	v.Addr = fmt.Sprintf("http://127.0.0.1:%d", port)
 	return v
+}
+
+// API calls Vault's HTTP API with the root token (test setup: enable
+// engines, write policies) and returns the decoded answer.
+func (v *Vault) API(t testing.TB, method, path string, body any) map[string]any {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, v.Addr+"/v1/"+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Vault-Token", v.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		t.Fatalf("testenv: vault %s %s: %d %s", method, path, resp.StatusCode, b)
+	}
+	out := map[string]any{}
+	if len(b) > 0 {
+		if err := json.Unmarshal(b, &out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
 }

@@ -2,10 +2,7 @@ package keys_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -32,41 +29,17 @@ func TestAgeContract(t *testing.T) {
 	})
 }
 
-// vaultAPI calls Vault's HTTP API as root, for test setup.
-func vaultAPI(t *testing.T, v *testenv.Vault, method, path string, body any) map[string]any {
-	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = strings.NewReader(string(b))
-	}
-	req, _ := http.NewRequest(method, v.Addr+"/v1/"+path, rd)
-	req.Header.Set("X-Vault-Token", v.Token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("vault %s %s: %d %s", method, path, resp.StatusCode, b)
-	}
-	var out map[string]any
-	json.NewDecoder(resp.Body).Decode(&out)
-	return out
-}
-
 // appRole enables AppRole and makes a role allowed only under prefix.
 func appRole(t *testing.T, v *testenv.Vault, prefix string) (roleID, secretID string) {
 	t.Helper()
-	vaultAPI(t, v, "POST", "sys/auth/approle", map[string]any{"type": "approle"})
+	v.API(t, "POST", "sys/auth/approle", map[string]any{"type": "approle"})
 	policy := fmt.Sprintf(`path "secret/data/%[1]s/*" { capabilities = ["create", "read", "update"] }
 path "secret/metadata/%[1]s" { capabilities = ["list"] }
 path "secret/metadata/%[1]s/*" { capabilities = ["list", "read"] }`, prefix)
-	vaultAPI(t, v, "PUT", "sys/policies/acl/trustamp-keys", map[string]any{"policy": policy})
-	vaultAPI(t, v, "POST", "auth/approle/role/trustamp", map[string]any{"token_policies": []string{"trustamp-keys"}, "token_ttl": "1h"})
-	role := vaultAPI(t, v, "GET", "auth/approle/role/trustamp/role-id", nil)
-	secret := vaultAPI(t, v, "POST", "auth/approle/role/trustamp/secret-id", nil)
+	v.API(t, "PUT", "sys/policies/acl/trustamp-keys", map[string]any{"policy": policy})
+	v.API(t, "POST", "auth/approle/role/trustamp", map[string]any{"token_policies": []string{"trustamp-keys"}, "token_ttl": "1h"})
+	role := v.API(t, "GET", "auth/approle/role/trustamp/role-id", nil)
+	secret := v.API(t, "POST", "auth/approle/role/trustamp/secret-id", nil)
 	return role["data"].(map[string]any)["role_id"].(string), secret["data"].(map[string]any)["secret_id"].(string)
 }
 
