@@ -17,9 +17,6 @@ import (
 // spares the others, the report and audit verification) and fails naming
 // what did not happen.
 func TestScenario(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end: real processes")
-	}
 	minio := testenv.Tool(t, "minio")
 	root, err := filepath.Abs("..")
 	if err != nil {

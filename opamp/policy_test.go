@@ -137,9 +137,6 @@ rules:
 // rate passes the rule's threshold, the rollout halts, and the last wave
 // is never offered the release.
 func TestPolicyStagedRollout(t *testing.T) {
-	if testing.Short() {
-		t.Skip("200 agents")
-	}
 	e := start(t, "packages:\n  halt_min_failures: 3\n")
 	const rules = `
 rules:
