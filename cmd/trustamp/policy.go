@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -182,13 +183,25 @@ func arrow(cur, next string) string {
 }
 
 func newPolicyShowCmd(g *globals) *cobra.Command {
+	return policySetCmd(g, "show", "List the policy rules in force, with their files' hashes and evaluation errors",
+		(*api.Client).Policies)
+}
+
+func newPolicyReloadCmd(g *globals) *cobra.Command {
+	return policySetCmd(g, "reload", "Make the server read its policy directory now (audited; a broken set is refused)",
+		(*api.Client).ReloadPolicies)
+}
+
+// policySetCmd is a command that asks the server for a policy set (show,
+// reload) and prints it.
+func policySetCmd(g *globals, use, short string, call func(*api.Client, context.Context) (api.PolicySet, error)) *cobra.Command {
 	var (
 		cf     clientFlags
 		output string
 	)
 	cmd := &cobra.Command{
-		Use:   "show",
-		Short: "List the policy rules in force, with their files' hashes and evaluation errors",
+		Use:   use,
+		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output, "table", "json"); err != nil {
@@ -198,12 +211,19 @@ func newPolicyShowCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, err := c.Policies(cmd.Context())
+			p, err := call(c, cmd.Context())
 			if err != nil {
 				return err
 			}
 			if output == "json" {
 				return printJSON(cmd.OutOrStdout(), p)
+			}
+			switch {
+			case p.Changed == nil:
+			case *p.Changed:
+				fmt.Fprintln(cmd.OutOrStdout(), "policies reloaded")
+			default:
+				fmt.Fprintln(cmd.OutOrStdout(), "policies unchanged")
 			}
 			return printPolicySet(cmd, p)
 		},
@@ -228,41 +248,4 @@ func printPolicySet(cmd *cobra.Command, p api.PolicySet) error {
 		fmt.Fprintf(w, "last reload refused: %s\n", p.LastError)
 	}
 	return printRules(cmd, p)
-}
-
-func newPolicyReloadCmd(g *globals) *cobra.Command {
-	var (
-		cf     clientFlags
-		output string
-	)
-	cmd := &cobra.Command{
-		Use:   "reload",
-		Short: "Make the server read its policy directory now (audited; a broken set is refused)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output, "table", "json"); err != nil {
-				return err
-			}
-			c, err := cf.client(g)
-			if err != nil {
-				return err
-			}
-			p, err := c.ReloadPolicies(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return printJSON(cmd.OutOrStdout(), p)
-			}
-			if p.Changed != nil && !*p.Changed {
-				fmt.Fprintln(cmd.OutOrStdout(), "policies unchanged")
-			} else {
-				fmt.Fprintln(cmd.OutOrStdout(), "policies reloaded")
-			}
-			return printPolicySet(cmd, p)
-		},
-	}
-	cf.register(cmd)
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
-	return cmd
 }
