@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -60,7 +61,9 @@ func (c *credentials) renewAt(fraction float64) time.Time {
 	return c.leaf.NotBefore.Add(time.Duration(float64(life) * fraction))
 }
 
-func (c *credentials) serial() string { return fmt.Sprintf("%x", c.leaf.SerialNumber) }
+// serial is the certificate's serial as trustamp writes it everywhere: the
+// hex of its bytes (a leading zero nibble kept).
+func (c *credentials) serial() string { return hex.EncodeToString(c.leaf.SerialNumber.Bytes()) }
 
 // newCredentials pairs a certificate chain with its key, refusing a pair
 // that does not match (an offer for another key).

@@ -2,8 +2,8 @@ package opamp_test
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,7 +108,7 @@ rules:
 		t.Fatalf("connect: %v", err)
 	}
 	defer a.Stop(context.Background())
-	serial := fmt.Sprintf("%x", leafOf(t, a.Cert()).SerialNumber)
+	serial := hex.EncodeToString(leafOf(t, a.Cert()).SerialNumber.Bytes())
 	waitFor(t, "impersonator revoked", func() bool { _, ok := e.srv.Revocations.Revoked(serial); return ok })
 	if !e.hasAudit("agent.revoke", a.UID.String()) {
 		t.Fatal("automatic revocation not audited")
@@ -122,7 +122,7 @@ rules:
 	}
 	// The impersonated agent and a bystander are untouched.
 	for _, other := range []*loadgen.Agent{b, c} {
-		if _, ok := e.srv.Revocations.Revoked(fmt.Sprintf("%x", leafOf(t, other.Cert()).SerialNumber)); ok {
+		if _, ok := e.srv.Revocations.Revoked(hex.EncodeToString(leafOf(t, other.Cert()).SerialNumber.Bytes())); ok {
 			t.Fatalf("agent %s revoked too", other.UID)
 		}
 	}
