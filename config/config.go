@@ -37,6 +37,8 @@ type Config struct {
 	Packages     Packages     `yaml:"packages"`
 	Policies     Policies     `yaml:"policies"`
 	Keys         Keys         `yaml:"keys"`
+	Vault        Vault        `yaml:"vault"`
+	Issuers      Issuers      `yaml:"issuers"`
 	CRL          CRL          `yaml:"crl"`
 	OCSP         OCSP         `yaml:"ocsp"`
 	// Destinations are connections other than OpAMP (the agent's own
@@ -106,6 +108,9 @@ func (p CertProfile) withDefaults() CertProfile {
 	if p.RSAMinBits == 0 {
 		p.RSAMinBits = 2048
 	}
+	if p.Issuer == "" {
+		p.Issuer = "embedded"
+	}
 	return p
 }
 
@@ -132,6 +137,10 @@ type CertProfile struct {
 	// "{host.name}.agents.example.com"; each placeholder must expand to one
 	// DNS label. Empty (default) means no extra SANs.
 	SANTemplates []string `yaml:"san_templates"`
+	// Issuer signs the profile's certificates: "embedded" (the default,
+	// trustamp's own CA) or "vault-pki" (issuers.vault_pki). trustamp keeps
+	// deciding subject, SANs, usages and lifetime either way.
+	Issuer string `yaml:"issuer"`
 }
 
 // OpAMP configures the agent-facing listener.
@@ -228,22 +237,27 @@ type BlobsS3 struct {
 // audit key, the OCSP signer).
 type Keys struct {
 	// Custody is "age" (the default: files in DATA/keys encrypted to the
-	// data dir's age identity) or "vault-kv" (Vault's KV v2; the data dir
-	// then holds no private key).
-	Custody string `yaml:"custody"`
-	Vault   Vault  `yaml:"vault"`
+	// data dir's age identity) or "vault-kv" (Vault's KV v2 over the vault
+	// connection; the data dir then holds no private key).
+	Custody string  `yaml:"custody"`
+	VaultKV VaultKV `yaml:"vault_kv"`
 }
 
-// Vault locates a Vault KV v2 store. The token (TRUSTAMP_VAULT_TOKEN) and
-// the AppRole secret ID (TRUSTAMP_VAULT_SECRET_ID) come from the
-// environment only, never from this file.
-type Vault struct {
-	// Address is Vault's URL.
-	Address string `yaml:"address"`
+// VaultKV is where keys live in Vault KV v2.
+type VaultKV struct {
 	// Mount is the KV v2 mount. Empty means "secret".
 	Mount string `yaml:"mount"`
 	// Path is the prefix under the mount. Empty means "trustamp/keys".
 	Path string `yaml:"path"`
+}
+
+// Vault is the connection to Vault shared by key custody (vault-kv) and the
+// vault-pki issuer. The token (TRUSTAMP_VAULT_TOKEN) and the AppRole secret
+// ID (TRUSTAMP_VAULT_SECRET_ID) come from the environment only, never from
+// this file.
+type Vault struct {
+	// Address is Vault's URL.
+	Address string `yaml:"address"`
 	// Auth is "token" or "approle". Empty means "token".
 	Auth string `yaml:"auth"`
 	// RoleID is the AppRole role ID (auth: approle); AppRoleMount where
@@ -254,9 +268,26 @@ type Vault struct {
 	CAFile string `yaml:"ca_file"`
 	// Namespace is the Vault Enterprise namespace, if any.
 	Namespace string `yaml:"namespace"`
+	// Timeout bounds each request to Vault. Zero means 10s.
+	Timeout time.Duration `yaml:"timeout"`
 	// Token and SecretID are read from the environment.
 	Token    string `yaml:"-"`
 	SecretID string `yaml:"-"`
+}
+
+// Issuers configures the external certificate issuers a profile can name
+// (certificates.profiles.NAME.issuer).
+type Issuers struct {
+	VaultPKI VaultPKI `yaml:"vault_pki"`
+}
+
+// VaultPKI signs agent CSRs with Vault's PKI secrets engine over the vault
+// connection.
+type VaultPKI struct {
+	// Mount is the PKI mount. Empty means "pki".
+	Mount string `yaml:"mount"`
+	// Role is the PKI role CSRs are signed under (pki/sign/<role>).
+	Role string `yaml:"role"`
 }
 
 // Policies locates the CEL policy files.
@@ -482,30 +513,44 @@ func (c *Config) applyEnv(getenv func(string) string) {
 		c.Blobs.S3.AccessKey = v
 	}
 	c.Blobs.S3.SecretKey = getenv(EnvS3SecretKey)
-	c.Keys.Vault.Token = getenv(EnvVaultToken)
-	c.Keys.Vault.SecretID = getenv(EnvVaultSecretID)
+	c.Vault.Token = getenv(EnvVaultToken)
+	c.Vault.SecretID = getenv(EnvVaultSecretID)
 }
 
-// validateKeys checks keys.* (the secrets are checked where they are used:
-// `keys migrate` needs them only for the target).
+// validateKeys checks keys.*, vault.* and issuers.* (secrets are checked
+// where they are used: `keys migrate` needs them only for the target).
 func (c *Config) validateKeys() error {
 	switch c.Keys.Custody {
 	case "age", "vault-kv":
 	default:
 		return fmt.Errorf("keys.custody: %q is not one of age, vault-kv", c.Keys.Custody)
 	}
-	v := c.Keys.Vault
+	v := c.Vault
 	if c.Keys.Custody == "vault-kv" && v.Address == "" {
-		return errors.New("keys.vault.address: required when keys.custody is vault-kv")
+		return errors.New("vault.address: required when keys.custody is vault-kv")
 	}
 	switch v.Auth {
 	case "", "token":
 	case "approle":
 		if v.RoleID == "" {
-			return errors.New("keys.vault.role_id: required when keys.vault.auth is approle")
+			return errors.New("vault.role_id: required when vault.auth is approle")
 		}
 	default:
-		return fmt.Errorf("keys.vault.auth: %q is not one of token, approle", v.Auth)
+		return fmt.Errorf("vault.auth: %q is not one of token, approle", v.Auth)
+	}
+	if v.Timeout < 0 {
+		return errors.New("vault.timeout: must not be negative")
+	}
+	for name, p := range c.Certificates.Profiles {
+		switch p.Issuer {
+		case "", "embedded":
+		case "vault-pki":
+			if v.Address == "" || c.Issuers.VaultPKI.Role == "" {
+				return fmt.Errorf("certificates.profiles.%s.issuer: vault-pki needs vault.address and issuers.vault_pki.role", name)
+			}
+		default:
+			return fmt.Errorf("certificates.profiles.%s.issuer: %q is not one of embedded, vault-pki", name, p.Issuer)
+		}
 	}
 	return nil
 }

@@ -91,25 +91,39 @@ packages:
 keys:
   # Custodian of the server's private keys (CA keys, audit key, OCSP signer):
   # age (files in <data dir>/keys encrypted to the data dir's age identity) or
-  # vault-kv (Vault KV v2; the data dir then holds no private key). Move
-  # existing keys with ` + "`trustamp keys migrate --to vault-kv`" + `.
+  # vault-kv (Vault KV v2 over the vault connection below; the data dir then
+  # holds no private key). Move existing keys with
+  # ` + "`trustamp keys migrate --to vault-kv`" + `.
   custody: age
-  vault:
-    # Vault's URL, e.g. https://vault.example:8200.
-    address: ""
+  vault_kv:
     # KV v2 mount and the prefix under it (empty: secret, trustamp/keys).
     mount: ""
     path: ""
-    # token (TRUSTAMP_VAULT_TOKEN) or approle (role_id here, the secret ID in
-    # TRUSTAMP_VAULT_SECRET_ID). Empty means token.
-    auth: ""
-    role_id: ""
-    # Where AppRole is mounted (empty: approle).
-    approle_mount: ""
-    # CA bundle that verifies Vault's TLS certificate (empty: system roots).
-    ca_file: ""
-    # Vault Enterprise namespace, if any.
-    namespace: ""
+
+vault:
+  # The Vault that keys.custody vault-kv and the vault-pki issuer use, e.g.
+  # https://vault.example:8200.
+  address: ""
+  # token (TRUSTAMP_VAULT_TOKEN) or approle (role_id here, the secret ID in
+  # TRUSTAMP_VAULT_SECRET_ID). Empty means token.
+  auth: ""
+  role_id: ""
+  # Where AppRole is mounted (empty: approle).
+  approle_mount: ""
+  # CA bundle that verifies Vault's TLS certificate (empty: system roots).
+  ca_file: ""
+  # Vault Enterprise namespace, if any.
+  namespace: ""
+  # Bound on each request: an unreachable Vault fails fast (Unavailable with
+  # retry for agents) instead of hanging. 0 means 10s.
+  timeout: 0s
+
+issuers:
+  vault_pki:
+    # PKI mount and the role CSRs are signed under (pki/sign/<role>), for
+    # profiles with issuer: vault-pki.
+    mount: ""
+    role: ""
 
 policies:
   # Directory of CEL policy files (*.yaml): certificate profiles, package
@@ -171,6 +185,8 @@ certificates:
       # Extra DNS SANs from agent attributes, e.g. "{host.name}.agents.example.com".
       # Each placeholder must expand to a single DNS label; none by default.
       # san_templates: []
+      # Who signs: embedded (trustamp's CA) or vault-pki (issuers.vault_pki).
+      issuer: embedded
 
 # Other destinations agents get client certificates for, besides OpAMP:
 # own_metrics, own_traces, own_logs (agents that report their own telemetry),

@@ -3,11 +3,13 @@ package datadir
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"os"
 
 	"github.com/trustamp/trustamp/audit"
 	"github.com/trustamp/trustamp/config"
+	"github.com/trustamp/trustamp/internal/vaultclient"
 	"github.com/trustamp/trustamp/storage/keys"
 	"github.com/trustamp/trustamp/storage/state"
 )
@@ -31,7 +33,7 @@ func Open(ctx context.Context, opts Options) (*Dir, error) {
 	if err != nil {
 		return nil, err
 	}
-	ks, err := KeyStore(l, cfg.Keys, cfg.Keys.Custody)
+	ks, err := KeyStore(l, cfg, cfg.Keys.Custody)
 	if err != nil {
 		return nil, fmt.Errorf("datadir: %w", err)
 	}
@@ -43,29 +45,41 @@ func Open(ctx context.Context, opts Options) (*Dir, error) {
 }
 
 // KeyStore opens a key custodian: "age" (the data dir's encrypted files)
-// or "vault-kv" (keys.vault, with its secret from the environment).
-func KeyStore(l Layout, c config.Keys, custody string) (keys.Store, error) {
+// or "vault-kv" (keys.vault_kv over the vault connection).
+func KeyStore(l Layout, cfg config.Config, custody string) (keys.Store, error) {
 	switch custody {
 	case "age":
 		return keys.NewAgeStore(keys.AgeConfig{Dir: l.KeysDir(), IdentityFile: l.AgeIdentity()})
 	case "vault-kv":
-		v := c.Vault
-		kc := keys.VaultKVConfig{Address: v.Address, Mount: v.Mount, Path: v.Path, CACertFile: v.CAFile,
-			Namespace: v.Namespace, AppRoleMount: v.AppRoleMount}
-		if v.Auth == "approle" {
-			if v.SecretID == "" {
-				return nil, fmt.Errorf("keys.vault.auth is approle: set %s", config.EnvVaultSecretID)
-			}
-			kc.RoleID, kc.SecretID = v.RoleID, v.SecretID
-		} else {
-			if v.Token == "" {
-				return nil, fmt.Errorf("keys.vault.auth is token: set %s", config.EnvVaultToken)
-			}
-			kc.Token = v.Token
+		vc, err := VaultConfig(cfg.Vault)
+		if err != nil {
+			return nil, err
 		}
-		return keys.NewVaultKV(kc)
+		return keys.NewVaultKV(keys.VaultKVConfig{Vault: vc, Mount: cfg.Keys.VaultKV.Mount, Path: cfg.Keys.VaultKV.Path})
 	}
 	return nil, fmt.Errorf("keys.custody: %q is not one of age, vault-kv", custody)
+}
+
+// VaultConfig maps the vault section (and its secret from the environment)
+// onto a client configuration.
+func VaultConfig(v config.Vault) (vaultclient.Config, error) {
+	if v.Address == "" {
+		return vaultclient.Config{}, errors.New("vault.address is not set")
+	}
+	c := vaultclient.Config{Address: v.Address, CACertFile: v.CAFile, Namespace: v.Namespace,
+		AppRoleMount: v.AppRoleMount, Timeout: v.Timeout}
+	if v.Auth == "approle" {
+		if v.SecretID == "" {
+			return c, fmt.Errorf("vault.auth is approle: set %s", config.EnvVaultSecretID)
+		}
+		c.RoleID, c.SecretID = v.RoleID, v.SecretID
+		return c, nil
+	}
+	if v.Token == "" {
+		return c, fmt.Errorf("vault.auth is token: set %s", config.EnvVaultToken)
+	}
+	c.Token = v.Token
+	return c, nil
 }
 
 // StateConfig maps the config file's state section onto the store's Config.

@@ -27,7 +27,7 @@ import (
 func TestKeysMigrateToVaultKV(t *testing.T) {
 	v := testenv.StartVault(t)
 	root := filepath.Join(t.TempDir(), "data")
-	vaultConf := "keys:\n  custody: %s\n  vault:\n    address: " + v.Addr + "\n    path: fleet-a/keys\n"
+	vaultConf := "keys:\n  custody: %s\n  vault_kv:\n    path: fleet-a/keys\nvault:\n  address: " + v.Addr + "\n"
 	env := map[string]string{"TRUSTAMP_VAULT_TOKEN": v.Token}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

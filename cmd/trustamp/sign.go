@@ -197,7 +197,7 @@ TRUSTAMP_VAULT_SECRET_ID, as for serve.`,
 				return err
 			}
 			defer d.Close()
-			target, err := datadir.KeyStore(g.layout(), d.Config.Keys, to)
+			target, err := datadir.KeyStore(g.layout(), d.Config, to)
 			if err != nil {
 				return fmt.Errorf("--to %s: %w", to, err)
 			}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/trustamp/trustamp/internal/testenv"
+	"github.com/trustamp/trustamp/internal/vaultclient"
 	"github.com/trustamp/trustamp/storage/keys"
 	"github.com/trustamp/trustamp/storage/keys/keystest"
 )
@@ -48,7 +49,7 @@ func TestVaultKVContract(t *testing.T) {
 	var n atomic.Int64
 	t.Run("Token", func(t *testing.T) {
 		keystest.Run(t, func(t *testing.T) keys.Store {
-			s, err := keys.NewVaultKV(keys.VaultKVConfig{Address: v.Addr, Token: v.Token, Path: fmt.Sprintf("token-%d", n.Add(1))})
+			s, err := keys.NewVaultKV(keys.VaultKVConfig{Vault: vaultclient.Config{Address: v.Addr, Token: v.Token}, Path: fmt.Sprintf("token-%d", n.Add(1))})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -58,7 +59,7 @@ func TestVaultKVContract(t *testing.T) {
 	roleID, secretID := appRole(t, v, "trustamp")
 	t.Run("AppRole", func(t *testing.T) {
 		keystest.Run(t, func(t *testing.T) keys.Store {
-			s, err := keys.NewVaultKV(keys.VaultKVConfig{Address: v.Addr, RoleID: roleID, SecretID: secretID,
+			s, err := keys.NewVaultKV(keys.VaultKVConfig{Vault: vaultclient.Config{Address: v.Addr, RoleID: roleID, SecretID: secretID},
 				Path: fmt.Sprintf("trustamp/approle-%d", n.Add(1))})
 			if err != nil {
 				t.Fatal(err)
@@ -68,16 +69,16 @@ func TestVaultKVContract(t *testing.T) {
 	})
 	// Outside its policy the role is refused, and the error names Vault's
 	// answer but never the secret ID or a token.
-	s, _ := keys.NewVaultKV(keys.VaultKVConfig{Address: v.Addr, RoleID: roleID, SecretID: secretID, Path: "elsewhere"})
+	s, _ := keys.NewVaultKV(keys.VaultKVConfig{Vault: vaultclient.Config{Address: v.Addr, RoleID: roleID, SecretID: secretID}, Path: "elsewhere"})
 	_, err := s.Get(context.Background(), "root-ca")
 	if err == nil || !strings.Contains(err.Error(), "403") || strings.Contains(err.Error(), secretID) {
 		t.Fatalf("read outside the policy: %v", err)
 	}
-	bad, _ := keys.NewVaultKV(keys.VaultKVConfig{Address: v.Addr, RoleID: roleID, SecretID: "wrong-secret-id"})
+	bad, _ := keys.NewVaultKV(keys.VaultKVConfig{Vault: vaultclient.Config{Address: v.Addr, RoleID: roleID, SecretID: "wrong-secret-id"}})
 	if _, err := bad.Get(context.Background(), "root-ca"); err == nil || !strings.Contains(err.Error(), "AppRole login") || strings.Contains(err.Error(), "wrong-secret-id") {
 		t.Fatalf("wrong secret id: %v", err)
 	}
-	if _, err := keys.NewVaultKV(keys.VaultKVConfig{Address: v.Addr}); err == nil {
+	if _, err := keys.NewVaultKV(keys.VaultKVConfig{Vault: vaultclient.Config{Address: v.Addr}}); err == nil {
 		t.Fatal("a store without credentials was accepted")
 	}
 }

@@ -7,37 +7,23 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"net/http"
 	"path"
 	"sort"
 	"strings"
-	"sync"
-	"time"
 
 	vault "github.com/hashicorp/vault/api"
+
+	"github.com/trustamp/trustamp/internal/vaultclient"
 )
 
 // VaultKVConfig locates keys in a Vault KV version 2 secrets engine.
 type VaultKVConfig struct {
-	// Address is Vault's URL (https://vault:8200). Required.
-	Address string
+	// Vault is the connection (address, TLS, token or AppRole).
+	Vault vaultclient.Config
 	// Mount is the KV v2 mount. Empty means "secret".
 	Mount string
 	// Path is the prefix under the mount. Empty means "trustamp/keys".
 	Path string
-	// Token authenticates directly. Either Token or RoleID and SecretID.
-	Token string
-	// RoleID and SecretID log in with AppRole (at AppRoleMount, default
-	// "approle"); the token is renewed by logging in again when Vault
-	// refuses it.
-	RoleID, SecretID, AppRoleMount string
-	// CACertFile verifies Vault's TLS certificate; empty means the system
-	// roots.
-	CACertFile string
-	// Namespace is the Vault Enterprise namespace, if any.
-	Namespace string
-	// Timeout bounds each request. Zero means 10s.
-	Timeout time.Duration
 }
 
 // VaultKV keeps keys in Vault's KV v2 as PKCS#8 PEM, one secret per key,
@@ -49,55 +35,23 @@ type VaultKVConfig struct {
 // a log line: errors name the operation, the key and Vault's answer.
 type VaultKV struct {
 	cfg    VaultKVConfig
-	client *vault.Client
-
-	mu       sync.Mutex
-	loggedIn bool
+	client *vaultclient.Client
 }
 
-// NewVaultKV connects (and, with AppRole, logs in) lazily: a Vault that is
-// down at start fails the first Get, naming Vault.
+// NewVaultKV makes the store; it connects (and logs in) at the first use,
+// so a Vault that is down fails that use, naming Vault.
 func NewVaultKV(cfg VaultKVConfig) (*VaultKV, error) {
-	if cfg.Address == "" {
-		return nil, errors.New("keys: vault-kv: address is required")
-	}
-	if cfg.Token == "" && (cfg.RoleID == "" || cfg.SecretID == "") {
-		return nil, errors.New("keys: vault-kv: a token, or an AppRole role_id and secret_id, is required")
-	}
 	if cfg.Mount == "" {
 		cfg.Mount = "secret"
 	}
 	if cfg.Path == "" {
 		cfg.Path = "trustamp/keys"
 	}
-	if cfg.AppRoleMount == "" {
-		cfg.AppRoleMount = "approle"
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 10 * time.Second
-	}
-	vc := vault.DefaultConfig()
-	vc.Address = cfg.Address
-	vc.Timeout = cfg.Timeout
-	vc.MaxRetries = 2
-	if cfg.CACertFile != "" {
-		if err := vc.ConfigureTLS(&vault.TLSConfig{CACert: cfg.CACertFile}); err != nil {
-			return nil, fmt.Errorf("keys: vault-kv: TLS: %w", err)
-		}
-	}
-	c, err := vault.NewClient(vc)
+	c, err := vaultclient.New(cfg.Vault)
 	if err != nil {
 		return nil, fmt.Errorf("keys: vault-kv: %w", err)
 	}
-	// The environment must not decide which Vault or token is used.
-	c.ClearToken()
-	if cfg.Namespace != "" {
-		c.SetNamespace(cfg.Namespace)
-	}
-	if cfg.Token != "" {
-		c.SetToken(cfg.Token)
-	}
-	return &VaultKV{cfg: cfg, client: c, loggedIn: cfg.Token != ""}, nil
+	return &VaultKV{cfg: cfg, client: c}, nil
 }
 
 // Custody names where the keys are: "vault-kv".
@@ -108,47 +62,6 @@ func (s *VaultKV) secretPath(name string) (string, error) {
 		return "", fmt.Errorf("keys: invalid key name %q (want lowercase letters, digits, dashes)", name)
 	}
 	return path.Join(s.cfg.Path, name), nil
-}
-
-// login obtains a token with AppRole when there is none (or it was
-// refused).
-func (s *VaultKV) login(ctx context.Context, force bool) error {
-	if s.cfg.Token != "" {
-		return nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.loggedIn && !force {
-		return nil
-	}
-	secret, err := s.client.Logical().WriteWithContext(ctx, "auth/"+s.cfg.AppRoleMount+"/login",
-		map[string]any{"role_id": s.cfg.RoleID, "secret_id": s.cfg.SecretID})
-	if err != nil {
-		return fmt.Errorf("vault AppRole login: %s", vaultError(err))
-	}
-	if secret == nil || secret.Auth == nil || secret.Auth.ClientToken == "" {
-		return errors.New("vault AppRole login: no token in the answer")
-	}
-	s.client.SetToken(secret.Auth.ClientToken)
-	s.loggedIn = true
-	return nil
-}
-
-// do runs op, logging in again once if Vault refuses the token (an AppRole
-// token expired).
-func (s *VaultKV) do(ctx context.Context, op func() error) error {
-	if err := s.login(ctx, false); err != nil {
-		return err
-	}
-	err := op()
-	var re *vault.ResponseError
-	if errors.As(err, &re) && re.StatusCode == http.StatusForbidden && s.cfg.Token == "" {
-		if lerr := s.login(ctx, true); lerr != nil {
-			return lerr
-		}
-		err = op()
-	}
-	return err
 }
 
 // Put stores key under name unless a key is there already (ErrExists).
@@ -162,15 +75,15 @@ func (s *VaultKV) Put(ctx context.Context, name string, key crypto.Signer) error
 		return fmt.Errorf("keys: put %s: %w", name, err)
 	}
 	data := map[string]any{"private_key": string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))}
-	err = s.do(ctx, func() error {
-		_, err := s.client.KVv2(s.cfg.Mount).Put(ctx, p, data, vault.WithCheckAndSet(0))
+	err = s.client.Do(ctx, func(c *vault.Client) error {
+		_, err := c.KVv2(s.cfg.Mount).Put(ctx, p, data, vault.WithCheckAndSet(0))
 		return err
 	})
 	if err != nil {
 		if strings.Contains(err.Error(), "check-and-set") {
 			return fmt.Errorf("keys: put %s: %w", name, ErrExists)
 		}
-		return fmt.Errorf("keys: put %s in vault %s/%s: %s", name, s.cfg.Mount, p, vaultError(err))
+		return fmt.Errorf("keys: put %s in vault %s/%s: %s", name, s.cfg.Mount, p, vaultclient.ErrorText(err))
 	}
 	return nil
 }
@@ -182,15 +95,15 @@ func (s *VaultKV) Get(ctx context.Context, name string) (crypto.Signer, error) {
 		return nil, err
 	}
 	var secret *vault.KVSecret
-	err = s.do(ctx, func() (err error) {
-		secret, err = s.client.KVv2(s.cfg.Mount).Get(ctx, p)
+	err = s.client.Do(ctx, func(c *vault.Client) (err error) {
+		secret, err = c.KVv2(s.cfg.Mount).Get(ctx, p)
 		return err
 	})
 	if errors.Is(err, vault.ErrSecretNotFound) {
 		return nil, fmt.Errorf("keys: get %s: %w", name, ErrNotFound)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("keys: get %s from vault %s/%s: %s", name, s.cfg.Mount, p, vaultError(err))
+		return nil, fmt.Errorf("keys: get %s from vault %s/%s: %s", name, s.cfg.Mount, p, vaultclient.ErrorText(err))
 	}
 	pemStr, _ := secret.Data["private_key"].(string)
 	block, _ := pem.Decode([]byte(pemStr))
@@ -211,12 +124,12 @@ func (s *VaultKV) Get(ctx context.Context, name string) (crypto.Signer, error) {
 // List names the stored keys, sorted.
 func (s *VaultKV) List(ctx context.Context) ([]string, error) {
 	var secret *vault.Secret
-	err := s.do(ctx, func() (err error) {
-		secret, err = s.client.Logical().ListWithContext(ctx, path.Join(s.cfg.Mount, "metadata", s.cfg.Path))
+	err := s.client.Do(ctx, func(c *vault.Client) (err error) {
+		secret, err = c.Logical().ListWithContext(ctx, path.Join(s.cfg.Mount, "metadata", s.cfg.Path))
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("keys: list vault %s/%s: %s", s.cfg.Mount, s.cfg.Path, vaultError(err))
+		return nil, fmt.Errorf("keys: list vault %s/%s: %s", s.cfg.Mount, s.cfg.Path, vaultclient.ErrorText(err))
 	}
 	var out []string
 	if secret != nil {
@@ -230,14 +143,4 @@ func (s *VaultKV) List(ctx context.Context) ([]string, error) {
 	}
 	sort.Strings(out)
 	return out, nil
-}
-
-// vaultError is Vault's answer without the request details: the status and
-// Vault's own error messages (which never carry the token).
-func vaultError(err error) string {
-	var re *vault.ResponseError
-	if errors.As(err, &re) {
-		return fmt.Sprintf("vault answered %d: %s", re.StatusCode, strings.Join(re.Errors, "; "))
-	}
-	return err.Error()
 }
