@@ -43,6 +43,9 @@ type Config struct {
 	// (made before) keeps being used until that rollover. OpenKMS opens it.
 	IntermediateKMS string
 	OpenKMS         func(ctx context.Context, uri string) (crypto.Signer, error)
+	// Issuers are the external issuers profiles may name (Profile.Issuer),
+	// by name ("vault-pki"). Their roots are trusted for client auth.
+	Issuers map[string]Issuer
 	// Clock returns the current time. Nil means time.Now.
 	Clock func() time.Time
 }
@@ -67,6 +70,7 @@ type issuer struct {
 	step          *authority.Authority
 	root          *x509.Certificate // the current root, which issued intermediate
 	roots         *x509.CertPool    // current root, and the previous one during a root rollover
+	clientRoots   *x509.CertPool    // roots, and the external issuers' roots: what agent chains may end at
 	rootsPEM      []byte            // the same, PEM: what agents are told to trust
 	intermediate  *x509.Certificate
 	key           crypto.Signer  // the intermediate's key: signs CRLs and the OCSP signer's certificate
@@ -134,6 +138,12 @@ func (a *Authority) load(ctx context.Context) error {
 		return err
 	}
 	iss.key = key
+	iss.clientRoots = iss.roots.Clone()
+	for _, is := range a.cfg.Issuers {
+		for _, r := range is.Roots() {
+			iss.clientRoots.AddCert(r)
+		}
+	}
 	iss.step, err = authority.NewEmbedded(
 		authority.WithX509RootCerts(stepRoots...),
 		authority.WithX509Signer(inter, key),
@@ -192,8 +202,9 @@ func (a *Authority) Intermediate() *x509.Certificate { return a.cur.Load().inter
 // During a root rollover it holds both roots.
 func (a *Authority) RootPEM() []byte { return a.cur.Load().rootsPEM }
 
-// Roots is the pool client certificates chain to.
-func (a *Authority) Roots() *x509.CertPool { return a.cur.Load().roots }
+// Roots is the pool client certificates chain to: trustamp's roots and
+// the external issuers' roots.
+func (a *Authority) Roots() *x509.CertPool { return a.cur.Load().clientRoots }
 
 // TrustDomain is the SPIFFE trust domain of issued identities.
 func (a *Authority) TrustDomain() string { return a.cfg.TrustDomain }
@@ -223,6 +234,9 @@ func (a *Authority) IssueAgent(ctx context.Context, csr *x509.CertificateRequest
 	extraDNS, err := p.RenderSANs(attrs)
 	if err != nil {
 		return nil, err
+	}
+	if p.Issuer != "" && p.Issuer != "embedded" {
+		return a.issueExternal(ctx, p.Issuer, csr, uid, p, extraDNS)
 	}
 	now := a.cfg.Clock()
 	identity := provisioner.CertificateModifierFunc(func(c *x509.Certificate, _ provisioner.SignOptions) error {
@@ -315,7 +329,7 @@ func (a *Authority) VerifyAgent(chain []*x509.Certificate) (uuid.UUID, error) {
 		inters.AddCert(c)
 	}
 	_, err := chain[0].Verify(x509.VerifyOptions{
-		Roots: cur.roots, Intermediates: inters, CurrentTime: a.cfg.Clock(),
+		Roots: cur.clientRoots, Intermediates: inters, CurrentTime: a.cfg.Clock(),
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
 	if err != nil {

@@ -49,6 +49,9 @@ type Profile struct {
 	// SANTemplates add DNS SANs from agent attributes (see RenderSANs).
 	// Empty, the default, means CN and the SPIFFE URI SAN only.
 	SANTemplates []string
+	// Issuer names who signs: "" or "embedded" for trustamp's CA, else an
+	// entry of Config.Issuers ("vault-pki").
+	Issuer string
 }
 
 // WithDefaults returns p with zero fields set to their defaults.

@@ -288,6 +288,10 @@ type VaultPKI struct {
 	Mount string `yaml:"mount"`
 	// Role is the PKI role CSRs are signed under (pki/sign/<role>).
 	Role string `yaml:"role"`
+	// CAFile is the PEM of the CA the role's certificates chain to: the
+	// trust anchor for agents it signs, pinned here rather than fetched from
+	// the Vault it vouches for. Relative to the data dir.
+	CAFile string `yaml:"ca_file"`
 }
 
 // Policies locates the CEL policy files.
@@ -490,7 +494,7 @@ func (c *Config) applyDefaults() {
 const EnvPostgresDSN = "TRUSTAMP_POSTGRES_DSN"
 
 // EnvVaultToken and EnvVaultSecretID carry the Vault credentials of
-// keys.vault.
+// the vault section.
 const (
 	EnvVaultToken    = "TRUSTAMP_VAULT_TOKEN"
 	EnvVaultSecretID = "TRUSTAMP_VAULT_SECRET_ID"
@@ -545,8 +549,8 @@ func (c *Config) validateKeys() error {
 		switch p.Issuer {
 		case "", "embedded":
 		case "vault-pki":
-			if v.Address == "" || c.Issuers.VaultPKI.Role == "" {
-				return fmt.Errorf("certificates.profiles.%s.issuer: vault-pki needs vault.address and issuers.vault_pki.role", name)
+			if v.Address == "" || c.Issuers.VaultPKI.Role == "" || c.Issuers.VaultPKI.CAFile == "" {
+				return fmt.Errorf("certificates.profiles.%s.issuer: vault-pki needs vault.address, issuers.vault_pki.role and issuers.vault_pki.ca_file", name)
 			}
 		default:
 			return fmt.Errorf("certificates.profiles.%s.issuer: %q is not one of embedded, vault-pki", name, p.Issuer)

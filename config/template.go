@@ -124,6 +124,9 @@ issuers:
     # profiles with issuer: vault-pki.
     mount: ""
     role: ""
+    # PEM of the CA the role's certificates chain to: the pinned trust anchor
+    # for agents it signs (relative paths: the data dir).
+    ca_file: ""
 
 policies:
   # Directory of CEL policy files (*.yaml): certificate profiles, package

@@ -69,8 +69,12 @@ type Config struct {
 	// SyncInterval is how often revocations made on other replicas are
 	// picked up. Zero means 1s.
 	SyncInterval time.Duration
-	Metrics      *Metrics
-	Logger       *slog.Logger
+	// Forward tells the external issuer that signed a certificate (by its
+	// profile) that it is revoked, so the issuer's own CRL lists it too.
+	// Nil means every certificate is trustamp's own.
+	Forward func(ctx context.Context, serial, profile string) error
+	Metrics *Metrics
+	Logger  *slog.Logger
 	// Clock returns the current time. Nil means time.Now.
 	Clock func() time.Time
 }
@@ -210,6 +214,9 @@ type Result struct {
 	// it failed (the periodic regeneration retries).
 	CRLNumber int64  `json:"crl_number"`
 	CRLError  string `json:"crl_error,omitempty"`
+	// ForwardErrors name revocations an external issuer (Vault PKI) was not
+	// told about; trustamp's own refusal, CRL and OCSP hold regardless.
+	ForwardErrors []string `json:"forward_errors,omitempty"`
 }
 
 // NormalizeSerial accepts a serial as hex, with or without colons or a 0x
@@ -298,6 +305,7 @@ func (s *Service) Revoke(ctx context.Context, req Request) (Result, error) {
 	}
 	s.log.Info("revoked", "request", res.RequestID, "reason", req.Reason, "actor", req.Actor,
 		"certificates", len(revs), "quarantined", len(res.Quarantined), "closed_connections", res.ClosedConnections)
+	res.ForwardErrors = s.forward(ctx, revs)
 	if n, err := s.regenerateCRL(ctx); err != nil {
 		res.CRLError = err.Error()
 		s.log.Error("CRL after revocation", "request", res.RequestID, "err", err)
@@ -305,6 +313,29 @@ func (s *Service) Revoke(ctx context.Context, req Request) (Result, error) {
 		res.CRLNumber = n
 	}
 	return res, nil
+}
+
+// forward passes revocations on to the issuers that signed them.
+func (s *Service) forward(ctx context.Context, revs []state.Revocation) []string {
+	if s.cfg.Forward == nil {
+		return nil
+	}
+	var errs []string
+	for _, r := range revs {
+		var cert state.Certificate
+		err := s.cfg.Store.View(ctx, func(tx *state.Tx) (err error) {
+			cert, err = tx.CertificateBySerial(ctx, r.Serial)
+			return err
+		})
+		if err == nil {
+			err = s.cfg.Forward(ctx, r.Serial, cert.Profile)
+		}
+		if err != nil {
+			s.log.Error("revocation not forwarded to the certificate's issuer", "serial", r.Serial, "err", err)
+			errs = append(errs, fmt.Sprintf("%s: %v", r.Serial, err))
+		}
+	}
+	return errs
 }
 
 // revokeAgent revokes every unexpired, unrevoked certificate of uid,

@@ -22,6 +22,7 @@ import (
 	"github.com/trustamp/trustamp/ca"
 	"github.com/trustamp/trustamp/config"
 	"github.com/trustamp/trustamp/datadir"
+	"github.com/trustamp/trustamp/internal/vaultclient"
 	"github.com/trustamp/trustamp/opamp"
 	"github.com/trustamp/trustamp/policies"
 	"github.com/trustamp/trustamp/release"
@@ -61,9 +62,13 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 	}
 	auditLog := audit.New(audit.Config{Key: key, Logger: o.Logger, Clock: o.Clock})
 	crlURL, ocspURL := revocationURLs(d.Config)
+	issuers, err := openIssuers(d)
+	if err != nil {
+		return nil, err
+	}
 	authority, err := ca.New(ctx, ca.Config{Keys: d.Keys, Files: d.Layout.CAFiles(), TrustDomain: d.Config.TrustDomain,
 		CRLURL: crlURL, OCSPURL: ocspURL, IntermediateKMS: d.Config.Certificates.IntermediateKey, OpenKMS: signing.OpenKMSKey,
-		Clock: o.Clock})
+		Issuers: issuers, Clock: o.Clock})
 	if err != nil {
 		return nil, err
 	}
@@ -82,14 +87,17 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 	if err := revMetrics.Register(reg); err != nil {
 		return nil, err
 	}
+	certs := d.Config.Certificates
+	profiles := Profiles(certs.Profiles)
 	revocations, err := revocation.New(revocation.Config{Store: d.Store, Audit: auditLog, CA: authority,
+		Forward: func(ctx context.Context, serial, profile string) error {
+			return authority.RevokeWith(ctx, profiles[profile].Issuer, serial)
+		},
 		CRLNextUpdate: d.Config.CRL.NextUpdate, OCSPValidity: d.Config.OCSP.Validity,
 		Metrics: revMetrics, Logger: o.Logger, Clock: o.Clock})
 	if err != nil {
 		return nil, err
 	}
-	certs := d.Config.Certificates
-	profiles := Profiles(certs.Profiles)
 	for _, p := range profiles {
 		if err := p.Validate(); err != nil {
 			return nil, fmt.Errorf("certificates.profiles: %w", err)
@@ -282,6 +290,39 @@ func fileHashes(files []policies.File) map[string]string {
 	return out
 }
 
+// openIssuers builds the external issuers the profiles name.
+func openIssuers(d *datadir.Dir) (map[string]ca.Issuer, error) {
+	out := map[string]ca.Issuer{}
+	for name, p := range d.Config.Certificates.Profiles {
+		if p.Issuer != "vault-pki" || out["vault-pki"] != nil {
+			continue
+		}
+		vc, err := datadir.VaultConfig(d.Config.Vault)
+		if err != nil {
+			return nil, fmt.Errorf("certificates.profiles.%s.issuer vault-pki: %w", name, err)
+		}
+		client, err := vaultclient.New(vc)
+		if err != nil {
+			return nil, err
+		}
+		vp := d.Config.Issuers.VaultPKI
+		pemBytes, err := os.ReadFile(config.ResolvePath(d.Layout.Root, vp.CAFile))
+		if err != nil {
+			return nil, fmt.Errorf("issuers.vault_pki.ca_file: %w", err)
+		}
+		roots, err := ca.ParseCertificates(pemBytes)
+		if err != nil {
+			return nil, fmt.Errorf("issuers.vault_pki.ca_file: %w", err)
+		}
+		is, err := ca.NewVaultPKI(ca.VaultPKIConfig{Client: client, Mount: vp.Mount, Role: vp.Role, Roots: roots})
+		if err != nil {
+			return nil, err
+		}
+		out["vault-pki"] = is
+	}
+	return out, nil
+}
+
 // Profiles maps the config's certificate profiles onto the CA's.
 func Profiles(in map[string]config.CertProfile) map[string]ca.Profile {
 	out := make(map[string]ca.Profile, len(in))
@@ -289,6 +330,7 @@ func Profiles(in map[string]config.CertProfile) map[string]ca.Profile {
 		out[name] = ca.Profile{
 			Name: name, Lifetime: p.Lifetime, RenewAt: p.RenewAt, Jitter: p.Jitter, Backdate: p.Backdate,
 			KeyTypes: p.KeyTypes, RSAMinBits: p.RSAMinBits, ServerMadeKeys: p.ServerMadeKeys, SANTemplates: p.SANTemplates,
+			Issuer: p.Issuer,
 		}
 	}
 	return out

@@ -1,0 +1,126 @@
+package opamp_test
+
+import (
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/trustamp/trustamp/api"
+	"github.com/trustamp/trustamp/internal/servertest"
+	"github.com/trustamp/trustamp/internal/testenv"
+	"github.com/trustamp/trustamp/loadgen"
+)
+
+// vaultPKI mounts a PKI engine with a root and a role that allows what
+// trustamp asks for, and returns the root's PEM.
+func vaultPKI(t *testing.T, v *testenv.Vault) []byte {
+	t.Helper()
+	v.API(t, "POST", "sys/mounts/pki", map[string]any{"type": "pki", "config": map[string]any{"max_lease_ttl": "87600h"}})
+	root := v.API(t, "POST", "pki/root/generate/internal", map[string]any{"common_name": "Vault fleet root", "ttl": "8760h"})
+	v.API(t, "POST", "pki/roles/trustamp-agents", map[string]any{
+		"allow_any_name": true, "enforce_hostnames": false, "allowed_uri_sans": "spiffe://trustamp.local/*",
+		"client_flag": true, "server_flag": false, "key_type": "any", "max_ttl": "72h",
+		"use_csr_common_name": false, "use_csr_sans": false, "no_store": false,
+	})
+	return []byte(root["data"].(map[string]any)["certificate"].(string))
+}
+
+// A profile with issuer vault-pki, chosen by policy for labelled agents:
+// their CSRs are signed by Vault's PKI under trustamp's identity rules, they
+// connect with mTLS, and revoking one reaches Vault's CRL. Other agents keep
+// trustamp's own CA.
+func TestVaultPKIIssuer(t *testing.T) {
+	v := testenv.StartVault(t)
+	rootPEM := vaultPKI(t, v)
+	caFile := filepath.Join(t.TempDir(), "vault-root.pem")
+	if err := os.WriteFile(caFile, rootPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	se := servertest.StartWithEnv(t, `vault:
+  address: `+v.Addr+`
+issuers:
+  vault_pki:
+    role: trustamp-agents
+    ca_file: `+caFile+`
+certificates:
+  profiles:
+    vault:
+      issuer: vault-pki
+      lifetime: 2h
+`, map[string]string{"TRUSTAMP_VAULT_TOKEN": v.Token})
+	e := &env{Env: se, t: t, dir: se.Dir, srv: se.Server}
+	e.setPolicies(t, map[string]string{"issuers.yaml": `
+rules:
+  - name: vault-fleet
+    kind: certificate_profile
+    when: '"ca" in agent.labels && agent.labels["ca"] == "vault"'
+    profile: vault
+`})
+	ctx := ctx10(t)
+	enroll := func(labels map[string]string) *loadgen.Agent {
+		a := e.agent("websocket")
+		if err := a.Enroll(ctx, e.token(1, "10m", labels)); err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	vaultAgent, own := enroll(map[string]string{"ca": "vault"}), enroll(nil)
+	vroot := leafOf(t, rootPEM)
+	leaf := leafOf(t, vaultAgent.Cert())
+	if leaf.Issuer.CommonName != "Vault fleet root" || leaf.CheckSignatureFrom(vroot) != nil {
+		t.Fatalf("labelled agent's certificate issued by %q, want Vault's root", leaf.Issuer.CommonName)
+	}
+	if leaf.Subject.CommonName != vaultAgent.UID.String() || len(leaf.URIs) != 1 ||
+		leaf.URIs[0].String() != "spiffe://trustamp.local/agent/"+vaultAgent.UID.String() || len(leaf.DNSNames) != 0 {
+		t.Fatalf("Vault-signed certificate does not carry trustamp's identity: CN %q URIs %v DNS %v", leaf.Subject.CommonName, leaf.URIs, leaf.DNSNames)
+	}
+	if life := leaf.NotAfter.Sub(leaf.NotBefore); life > 2*60*60e9+2*60e9 {
+		t.Fatalf("Vault-signed certificate lives %v, want the profile's 2h", life)
+	}
+	if ownLeaf := leafOf(t, own.Cert()); ownLeaf.CheckSignatureFrom(vroot) == nil {
+		t.Fatal("an unlabelled agent was signed by Vault")
+	}
+	for _, a := range []*loadgen.Agent{vaultAgent, own} {
+		if err := a.Connect(ctx, a.UID, nil); err != nil {
+			t.Fatalf("mTLS with a certificate from %s: %v", leafOf(t, a.Cert()).Issuer.CommonName, err)
+		}
+	}
+	certs, err := e.Admin.Certificates(ctx, map[string][]string{"uid": {vaultAgent.UID.String()}})
+	if err != nil || len(certs) != 1 || certs[0].Profile != "vault" {
+		t.Fatalf("recorded certificates %+v (%v), want one under profile vault", certs, err)
+	}
+
+	res, err := e.Admin.Revoke(ctx, api.RevocationRequest{UIDs: []string{vaultAgent.UID.String()}, Reason: "keyCompromise"})
+	if err != nil || len(res.ForwardErrors) != 0 {
+		t.Fatalf("revoke: %v %v", err, res.ForwardErrors)
+	}
+	resp, err := http.Get(v.Addr + "/v1/pki/crl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, rc := range crl.RevokedCertificateEntries {
+		found = found || hex.EncodeToString(rc.SerialNumber.Bytes()) == hex.EncodeToString(leaf.SerialNumber.Bytes())
+	}
+	if !found {
+		t.Fatal("the revocation did not reach Vault's CRL")
+	}
+	vaultAgent.Stop(ctx)
+	var se2 *loadgen.ServerError
+	err = vaultAgent.Connect(ctx, vaultAgent.UID, nil)
+	if err == nil || (!errors.Is(err, loadgen.ErrConnectFailed) && !errors.As(err, &se2)) || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("reconnect with the revoked Vault certificate: %v, want 401", err)
+	}
+}
