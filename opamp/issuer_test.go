@@ -1,8 +1,10 @@
 package opamp_test
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -10,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/open-telemetry/opamp-go/protobufs"
 
 	"github.com/trustamp/trustamp/api"
 	"github.com/trustamp/trustamp/internal/servertest"
@@ -123,4 +127,83 @@ rules:
 	if err == nil || (!errors.Is(err, loadgen.ErrConnectFailed) && !errors.As(err, &se2)) || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("reconnect with the revoked Vault certificate: %v, want 401", err)
 	}
+}
+
+// Vault unreachable (frozen, the worst case: connections hang): enrolling
+// through vault-pki fails fast with Unavailable and records nothing (the
+// same token works later), connected agents stay connected, /healthz says
+// degraded; when Vault is back everything works again without a restart.
+func TestVaultPKIOutage(t *testing.T) {
+	v := testenv.StartVault(t)
+	rootPEM := vaultPKI(t, v)
+	caFile := filepath.Join(t.TempDir(), "vault-root.pem")
+	os.WriteFile(caFile, rootPEM, 0o600)
+	se := servertest.StartWithEnv(t, `vault:
+  address: `+v.Addr+`
+  timeout: 2s
+issuers:
+  vault_pki:
+    role: trustamp-agents
+    ca_file: `+caFile+`
+certificates:
+  profile: vault
+  profiles:
+    vault:
+      issuer: vault-pki
+`, map[string]string{"TRUSTAMP_VAULT_TOKEN": v.Token})
+	e := &env{Env: se, t: t, dir: se.Dir, srv: se.Server}
+	ctx := ctx10(t)
+	a := e.agent("websocket")
+	if err := a.Enroll(ctx, e.token(1, "10m", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Connect(ctx, a.UID, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Stop(ctx)
+	health := func() map[string]any {
+		t.Helper()
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsClientConfig(e.CAPEM)}}
+		resp, err := c.Get("https://" + e.OpAMPAddr + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		json.NewDecoder(resp.Body).Decode(&body)
+		body["code"] = resp.StatusCode
+		return body
+	}
+	if h := health(); h["status"] != "ok" {
+		t.Fatalf("health before the outage: %v", h)
+	}
+
+	v.Pause(t)
+	tok := e.token(1, "10m", nil)
+	b := e.agent("websocket")
+	err := b.Enroll(ctx, tok)
+	var se2 *loadgen.ServerError
+	if !errors.As(err, &se2) || se2.Type != protobufs.ServerErrorResponseType_ServerErrorResponseType_Unavailable {
+		t.Fatalf("enrolling while Vault is frozen: %v, want Unavailable", err)
+	}
+	if h := health(); h["status"] != "degraded" || h["code"] != 200 {
+		t.Fatalf("health during the outage: %v, want degraded (200)", h)
+	}
+	if e.srv.OpAMP.Connected(a.UID.String()) != 1 {
+		t.Fatal("a connected agent was dropped during the outage")
+	}
+
+	v.Resume(t)
+	if err := b.Enroll(ctx, tok); err != nil {
+		t.Fatalf("enrolling with the same token after Vault came back: %v", err)
+	}
+	if h := health(); h["status"] != "ok" {
+		t.Fatalf("health after the outage: %v", h)
+	}
+}
+
+func tlsClientConfig(caPEM []byte) *tls.Config {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 }

@@ -62,7 +62,11 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 	}
 	auditLog := audit.New(audit.Config{Key: key, Logger: o.Logger, Clock: o.Clock})
 	crlURL, ocspURL := revocationURLs(d.Config)
-	issuers, err := openIssuers(d)
+	vc, err := openVault(d)
+	if err != nil {
+		return nil, err
+	}
+	issuers, err := openIssuers(d, vc)
 	if err != nil {
 		return nil, err
 	}
@@ -182,6 +186,7 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 		Revocation:         revocations,
 		Downloads:          releases.NewDownloads(op.AuthorizeAgent),
 		Policies:           pol,
+		Dependencies:       dependencies(vc),
 		Admin:              admin,
 		OnListening: func(opampAddr, adminAddr net.Addr) {
 			url := "https://" + dialable(adminAddr)
@@ -290,20 +295,29 @@ func fileHashes(files []policies.File) map[string]string {
 	return out
 }
 
+// openVault connects to Vault when the configuration uses it (key custody
+// or an issuer): one client, also checked by /healthz. Nil when unused.
+func openVault(d *datadir.Dir) (*vaultclient.Client, error) {
+	used := d.Config.Keys.Custody == "vault-kv"
+	for _, p := range d.Config.Certificates.Profiles {
+		used = used || p.Issuer == "vault-pki"
+	}
+	if !used {
+		return nil, nil
+	}
+	vc, err := datadir.VaultConfig(d.Config.Vault)
+	if err != nil {
+		return nil, err
+	}
+	return vaultclient.New(vc)
+}
+
 // openIssuers builds the external issuers the profiles name.
-func openIssuers(d *datadir.Dir) (map[string]ca.Issuer, error) {
+func openIssuers(d *datadir.Dir, vc *vaultclient.Client) (map[string]ca.Issuer, error) {
 	out := map[string]ca.Issuer{}
-	for name, p := range d.Config.Certificates.Profiles {
+	for _, p := range d.Config.Certificates.Profiles {
 		if p.Issuer != "vault-pki" || out["vault-pki"] != nil {
 			continue
-		}
-		vc, err := datadir.VaultConfig(d.Config.Vault)
-		if err != nil {
-			return nil, fmt.Errorf("certificates.profiles.%s.issuer vault-pki: %w", name, err)
-		}
-		client, err := vaultclient.New(vc)
-		if err != nil {
-			return nil, err
 		}
 		vp := d.Config.Issuers.VaultPKI
 		pemBytes, err := os.ReadFile(config.ResolvePath(d.Layout.Root, vp.CAFile))
@@ -314,13 +328,21 @@ func openIssuers(d *datadir.Dir) (map[string]ca.Issuer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("issuers.vault_pki.ca_file: %w", err)
 		}
-		is, err := ca.NewVaultPKI(ca.VaultPKIConfig{Client: client, Mount: vp.Mount, Role: vp.Role, Roots: roots})
+		is, err := ca.NewVaultPKI(ca.VaultPKIConfig{Client: vc, Mount: vp.Mount, Role: vp.Role, Roots: roots})
 		if err != nil {
 			return nil, err
 		}
 		out["vault-pki"] = is
 	}
 	return out, nil
+}
+
+// dependencies are what /healthz checks besides the store.
+func dependencies(vc *vaultclient.Client) map[string]func(context.Context) error {
+	if vc == nil {
+		return nil
+	}
+	return map[string]func(context.Context) error{"vault": vc.Health}
 }
 
 // Profiles maps the config's certificate profiles onto the CA's.

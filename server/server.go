@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -65,6 +66,10 @@ type Config struct {
 	// Policies reloads the policy files when they change. Nil means no
 	// watching.
 	Policies PolicyWatcher
+	// Dependencies are checked by /healthz besides the state store (Vault):
+	// a failing one makes the status "degraded" (still 200: agents with
+	// certificates keep working; new issuance waits for it).
+	Dependencies map[string]func(context.Context) error
 }
 
 // PolicyWatcher follows the policy directory (policies.Source).
@@ -124,7 +129,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:    cfg,
 		log:    logger,
 		audit:  audit.New(audit.Config{Key: cfg.AuditKey, Logger: logger}),
-		health: &health{store: cfg.Store},
+		health: &health{store: cfg.Store, deps: cfg.Dependencies},
 	}, nil
 }
 
@@ -265,17 +270,43 @@ func serveHTTP(ctx context.Context, srv *http.Server, l net.Listener) error {
 // public, and error text can reveal hosts and versions.
 type health struct {
 	store interface{ Ping(context.Context) error }
+	deps  map[string]func(context.Context) error
 }
 
 func (h *health) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
 	body := struct {
 		Status string            `json:"status"`
 		Checks map[string]string `json:"checks"`
 	}{Status: "ok", Checks: map[string]string{"state": "ok"}}
+	// Each check has its own deadline, run side by side: a hanging
+	// dependency must not make the store look down too.
+	check := func(f func(context.Context) error) error {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		return f(ctx)
+	}
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
+	for name, dep := range h.deps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := check(dep)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				body.Status, body.Checks[name] = "degraded", "unreachable: "+err.Error()
+			} else {
+				body.Checks[name] = "ok"
+			}
+		}()
+	}
+	storeErr := check(h.store.Ping)
+	wg.Wait()
 	code := http.StatusOK
-	if err := h.store.Ping(ctx); err != nil {
+	if storeErr != nil {
 		body.Status, body.Checks["state"], code = "unavailable", "unreachable", http.StatusServiceUnavailable
 	}
 	w.Header().Set("Content-Type", "application/json")

@@ -142,6 +142,12 @@ func (p *process) waitHTTP(url string) error {
 // startHTTPServer starts a server built by newCmd on a fresh port, waiting
 // for health on the URL it names; it retries when the port was taken.
 func startHTTPServer(t testing.TB, what string, newCmd func(port int) (*exec.Cmd, string)) int {
+	port, _ := startHTTPProcess(t, what, newCmd)
+	return port
+}
+
+// startHTTPProcess is startHTTPServer that also returns the process.
+func startHTTPProcess(t testing.TB, what string, newCmd func(port int) (*exec.Cmd, string)) (int, *process) {
 	t.Helper()
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
@@ -157,8 +163,8 @@ func startHTTPServer(t testing.TB, what string, newCmd func(port int) (*exec.Cmd
 			continue
 		}
 		t.Cleanup(p.stop)
-		return port
+		return port, p
 	}
 	t.Fatalf("testenv: %s did not start: %v", what, lastErr)
-	return 0
+	return 0, nil
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"syscall"
 	"testing"
 )
 
@@ -16,6 +17,7 @@ import (
 type Vault struct {
 	Addr  string // http://127.0.0.1:PORT
 	Token string
+	proc  *process
 }
 
 // StartVault runs the Vault built by `make tools` (tools/vault) in dev mode.
@@ -24,7 +26,7 @@ func StartVault(t testing.TB) *Vault {
 	bin := tool(t, "vault")
 	v := &Vault{Token: "root-" + randomSecret(12)}
 	home := t.TempDir()
-	port := startHTTPServer(t, "vault", func(port int) (*exec.Cmd, string) {
+	port, proc := startHTTPProcess(t, "vault", func(port int) (*exec.Cmd, string) {
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		cmd := exec.Command(bin, "server", "-dev",
 			"-dev-listen-address="+addr,
@@ -36,7 +38,28 @@ func StartVault(t testing.TB) *Vault {
 		return cmd, "http://" + addr + "/v1/sys/health"
 	})
 	v.Addr = fmt.Sprintf("http://127.0.0.1:%d", port)
+	v.proc = proc
 	return v
+}
+
+// Pause freezes the Vault process (SIGSTOP): connections are accepted by
+// the kernel but nothing answers, the worst kind of outage for a client
+// without timeouts. The dev server keeps its in-memory state, unlike a
+// restart. Resume (also run at cleanup) thaws it.
+func (v *Vault) Pause(t testing.TB) {
+	t.Helper()
+	if err := syscall.Kill(-v.proc.cmd.Process.Pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(-v.proc.cmd.Process.Pid, syscall.SIGCONT) })
+}
+
+// Resume thaws a paused Vault.
+func (v *Vault) Resume(t testing.TB) {
+	t.Helper()
+	if err := syscall.Kill(-v.proc.cmd.Process.Pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // API calls Vault's HTTP API with the root token (test setup: enable

@@ -144,3 +144,19 @@ func Unavailable(err error) bool {
 	}
 	return true // transport: refused, timeout, DNS
 }
+
+// Health reports whether Vault answers and is unsealed (sys/health needs
+// no token), for trustamp's /healthz.
+func (c *Client) Health(ctx context.Context) error {
+	h, err := c.vc.Sys().HealthWithContext(ctx)
+	if err != nil {
+		return errors.New(ErrorText(err))
+	}
+	if h.Sealed {
+		return errors.New("vault is sealed")
+	}
+	if !h.Initialized {
+		return errors.New("vault is not initialized")
+	}
+	return nil
+}
