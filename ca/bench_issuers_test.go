@@ -30,7 +30,7 @@ func BenchmarkIssuers(b *testing.B) {
 	v.API(b, "POST", "sys/mounts/pki", map[string]any{"type": "pki", "config": map[string]any{"max_lease_ttl": "87600h"}})
 	root := v.API(b, "POST", "pki/root/generate/internal", map[string]any{"common_name": "bench root", "ttl": "8760h", "key_type": "ec", "key_bits": 256})
 	v.API(b, "POST", "pki/roles/agents", map[string]any{"allow_any_name": true, "enforce_hostnames": false,
-		"allowed_uri_sans": "spiffe://bench.test/*", "client_flag": true, "server_flag": false, "key_type": "any",
+		"allowed_uri_sans": "spiffe://trustamp.local/*", "client_flag": true, "server_flag": false, "key_type": "any",
 		"max_ttl": "72h", "no_store": true, "use_csr_common_name": false, "use_csr_sans": false})
 	b.Setenv("VAULT_ADDR", v.Addr)
 	b.Setenv("VAULT_TOKEN", v.Token)
@@ -40,6 +40,13 @@ func BenchmarkIssuers(b *testing.B) {
 	}
 	vroots, _ := ca.ParseCertificates([]byte(root["data"].(map[string]any)["certificate"].(string)))
 	pki, err := ca.NewVaultPKI(ca.VaultPKIConfig{Client: vc, Role: "agents", Roots: vroots})
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	sc := testenv.StartStepCA(b)
+	step, err := ca.NewStepCA(ca.StepCAConfig{URL: sc.URL, RootFile: sc.RootFile, Provisioner: sc.Provisioner,
+		Password: []byte(sc.Password)}, sc.RootPEM)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -55,7 +62,7 @@ func BenchmarkIssuers(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		cfg.Keys, cfg.Files, cfg.TrustDomain = ks, ca.Files{Dir: filepath.Join(dir, "ca")}, "bench.test"
+		cfg.Keys, cfg.Files, cfg.TrustDomain = ks, ca.Files{Dir: filepath.Join(dir, "ca")}, "trustamp.local"
 		if _, err := ca.Bootstrap(ctx, ks, cfg.Files, cfg.TrustDomain, time.Now().Add(-time.Hour)); err != nil {
 			b.Fatal(err)
 		}
@@ -82,6 +89,7 @@ func BenchmarkIssuers(b *testing.B) {
 		{"embedded", ca.Config{}, ca.Profile{}},
 		{"vault-transit-key", ca.Config{IntermediateKMS: "hashivault://bench-intermediate", OpenKMS: signing.OpenKMSKey}, ca.Profile{}},
 		{"vault-pki", ca.Config{Issuers: map[string]ca.Issuer{"vault-pki": pki}}, ca.Profile{Issuer: "vault-pki"}},
+		{"step-ca", ca.Config{Issuers: map[string]ca.Issuer{"step-ca": step}}, ca.Profile{Issuer: "step-ca"}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			a := newAuthority(b, tc.cfg)

@@ -138,7 +138,8 @@ type CertProfile struct {
 	// DNS label. Empty (default) means no extra SANs.
 	SANTemplates []string `yaml:"san_templates"`
 	// Issuer signs the profile's certificates: "embedded" (the default,
-	// trustamp's own CA) or "vault-pki" (issuers.vault_pki). trustamp keeps
+	// trustamp's own CA), "vault-pki" (issuers.vault_pki) or "step-ca"
+	// (issuers.step_ca). trustamp keeps
 	// deciding subject, SANs, usages and lifetime either way.
 	Issuer string `yaml:"issuer"`
 }
@@ -279,6 +280,23 @@ type Vault struct {
 // (certificates.profiles.NAME.issuer).
 type Issuers struct {
 	VaultPKI VaultPKI `yaml:"vault_pki"`
+	StepCA   StepCA   `yaml:"step_ca"`
+}
+
+// StepCA signs agent CSRs with a remote step-ca through a JWK provisioner.
+// The provisioner's password comes from TRUSTAMP_STEPCA_PASSWORD only.
+type StepCA struct {
+	// URL is the step-ca's https address.
+	URL string `yaml:"url"`
+	// RootFile is step-ca's root certificate: it verifies the connection
+	// and is the trust anchor for agents it signs. Relative to the data dir.
+	RootFile string `yaml:"root_file"`
+	// Provisioner is the JWK provisioner's name.
+	Provisioner string `yaml:"provisioner"`
+	// Timeout bounds each request. Zero means 10s.
+	Timeout time.Duration `yaml:"timeout"`
+	// Password is read from the environment.
+	Password string `yaml:"-"`
 }
 
 // VaultPKI signs agent CSRs with Vault's PKI secrets engine over the vault
@@ -498,6 +516,8 @@ const EnvPostgresDSN = "TRUSTAMP_POSTGRES_DSN"
 const (
 	EnvVaultToken    = "TRUSTAMP_VAULT_TOKEN"
 	EnvVaultSecretID = "TRUSTAMP_VAULT_SECRET_ID"
+	// EnvStepCAPassword decrypts the step-ca JWK provisioner's key.
+	EnvStepCAPassword = "TRUSTAMP_STEPCA_PASSWORD"
 )
 
 // EnvS3AccessKey and EnvS3SecretKey carry the S3 credentials.
@@ -519,6 +539,7 @@ func (c *Config) applyEnv(getenv func(string) string) {
 	c.Blobs.S3.SecretKey = getenv(EnvS3SecretKey)
 	c.Vault.Token = getenv(EnvVaultToken)
 	c.Vault.SecretID = getenv(EnvVaultSecretID)
+	c.Issuers.StepCA.Password = getenv(EnvStepCAPassword)
 }
 
 // validateKeys checks keys.*, vault.* and issuers.* (secrets are checked
@@ -552,8 +573,13 @@ func (c *Config) validateKeys() error {
 			if v.Address == "" || c.Issuers.VaultPKI.Role == "" || c.Issuers.VaultPKI.CAFile == "" {
 				return fmt.Errorf("certificates.profiles.%s.issuer: vault-pki needs vault.address, issuers.vault_pki.role and issuers.vault_pki.ca_file", name)
 			}
+		case "step-ca":
+			sc := c.Issuers.StepCA
+			if sc.URL == "" || sc.RootFile == "" || sc.Provisioner == "" {
+				return fmt.Errorf("certificates.profiles.%s.issuer: step-ca needs issuers.step_ca.url, root_file and provisioner", name)
+			}
 		default:
-			return fmt.Errorf("certificates.profiles.%s.issuer: %q is not one of embedded, vault-pki", name, p.Issuer)
+			return fmt.Errorf("certificates.profiles.%s.issuer: %q is not one of embedded, vault-pki, step-ca", name, p.Issuer)
 		}
 	}
 	return nil

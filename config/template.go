@@ -127,6 +127,15 @@ issuers:
     # PEM of the CA the role's certificates chain to: the pinned trust anchor
     # for agents it signs (relative paths: the data dir).
     ca_file: ""
+  step_ca:
+    # A remote step-ca, for profiles with issuer: step-ca: its URL, its root
+    # (verifies the connection; the trust anchor for agents it signs), and the
+    # JWK provisioner (its password in TRUSTAMP_STEPCA_PASSWORD).
+    url: ""
+    root_file: ""
+    provisioner: ""
+    # Bound on each request (0 means 10s).
+    timeout: 0s
 
 policies:
   # Directory of CEL policy files (*.yaml): certificate profiles, package
@@ -188,7 +197,8 @@ certificates:
       # Extra DNS SANs from agent attributes, e.g. "{host.name}.agents.example.com".
       # Each placeholder must expand to a single DNS label; none by default.
       # san_templates: []
-      # Who signs: embedded (trustamp's CA) or vault-pki (issuers.vault_pki).
+      # Who signs: embedded (trustamp's CA), vault-pki (issuers.vault_pki) or
+      # step-ca (issuers.step_ca).
       issuer: embedded
 
 # Other destinations agents get client certificates for, besides OpAMP:

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net/http"
@@ -206,4 +207,84 @@ func tlsClientConfig(caPEM []byte) *tls.Config {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+}
+
+// A profile with issuer step-ca: an enrolling agent's CSR is signed by a
+// real remote step-ca through its JWK provisioner, with trustamp's identity;
+// the agent is accepted on reconnect (mTLS through step-ca's root), and a
+// revocation reaches step-ca's CRL.
+func TestStepCAIssuer(t *testing.T) {
+	sc := testenv.StartStepCA(t)
+	se := servertest.StartWithEnv(t, `issuers:
+  step_ca:
+    url: `+sc.URL+`
+    root_file: `+sc.RootFile+`
+    provisioner: `+sc.Provisioner+`
+certificates:
+  profile: remote
+  profiles:
+    remote:
+      issuer: step-ca
+      lifetime: 3h
+`, map[string]string{"TRUSTAMP_STEPCA_PASSWORD": sc.Password})
+	e := &env{Env: se, t: t, dir: se.Dir, srv: se.Server}
+	ctx := ctx10(t)
+	a := e.agent("websocket")
+	if err := a.Enroll(ctx, e.token(1, "10m", nil)); err != nil {
+		t.Fatal(err)
+	}
+	root := leafOf(t, sc.RootPEM)
+	leaf := leafOf(t, a.Cert())
+	if leaf.Subject.CommonName != a.UID.String() || len(leaf.URIs) != 1 ||
+		leaf.URIs[0].String() != "spiffe://trustamp.local/agent/"+a.UID.String() {
+		t.Fatalf("step-ca certificate: CN %q URIs %v", leaf.Subject.CommonName, leaf.URIs)
+	}
+	if life := leaf.NotAfter.Sub(leaf.NotBefore); life > 3*60*60e9+2*60e9 {
+		t.Fatalf("step-ca certificate lives %v, want the profile's 3h", life)
+	}
+	chain, err := testChain(a.Cert())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(root)
+	inters := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inters.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inters, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Fatalf("agent certificate does not chain to step-ca's root: %v", err)
+	}
+	if err := a.Connect(ctx, a.UID, nil); err != nil {
+		t.Fatalf("reconnect with the step-ca certificate: %v", err)
+	}
+	a.Stop(ctx)
+	res, err := e.Admin.Revoke(ctx, api.RevocationRequest{UIDs: []string{a.UID.String()}, Reason: "keyCompromise"})
+	if err != nil || len(res.ForwardErrors) != 0 {
+		t.Fatalf("revoke: %v %v", err, res.ForwardErrors)
+	}
+	found := false
+	for _, rc := range sc.CRL(t).RevokedCertificateEntries {
+		found = found || rc.SerialNumber.Cmp(leaf.SerialNumber) == 0
+	}
+	if !found {
+		t.Fatal("the revocation did not reach step-ca's CRL")
+	}
+}
+
+func testChain(certPEM []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for rest := certPEM; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
 }

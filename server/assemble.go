@@ -316,6 +316,23 @@ func openVault(d *datadir.Dir) (*vaultclient.Client, error) {
 func openIssuers(d *datadir.Dir, vc *vaultclient.Client) (map[string]ca.Issuer, error) {
 	out := map[string]ca.Issuer{}
 	for _, p := range d.Config.Certificates.Profiles {
+		if p.Issuer == "step-ca" && out["step-ca"] == nil {
+			sc := d.Config.Issuers.StepCA
+			if sc.Password == "" {
+				return nil, fmt.Errorf("issuers.step_ca: set %s (the JWK provisioner's password)", config.EnvStepCAPassword)
+			}
+			rootFile := config.ResolvePath(d.Layout.Root, sc.RootFile)
+			rootPEM, err := os.ReadFile(rootFile)
+			if err != nil {
+				return nil, fmt.Errorf("issuers.step_ca.root_file: %w", err)
+			}
+			is, err := ca.NewStepCA(ca.StepCAConfig{URL: sc.URL, RootFile: rootFile, Provisioner: sc.Provisioner,
+				Password: []byte(sc.Password), Timeout: sc.Timeout}, rootPEM)
+			if err != nil {
+				return nil, err
+			}
+			out["step-ca"] = is
+		}
 		if p.Issuer != "vault-pki" || out["vault-pki"] != nil {
 			continue
 		}

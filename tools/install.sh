@@ -3,6 +3,8 @@
 # second run is instant:
 #   minio        real MinIO server for storage tests (go install, ~3 min cold)
 #   vault        real Vault server, built from tools/vault (4-11 min cold)
+#   step-ca      real step-ca for the remote issuer's tests (go install with
+#                CGO_ENABLED=0: with cgo its YubiKey support needs libpcsclite)
 #   staticcheck  linter
 #   PostgreSQL   Debian packages via apt-get, only when initdb is missing
 # Versions are pinned here and in tools/vault/go.mod; bump them deliberately.
@@ -10,6 +12,7 @@ set -euo pipefail
 
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c # MinIO publishes no semver tags
 STATICCHECK_VERSION=v0.8.2                       # 2026.1.2; needs go >= 1.26.0
+STEPCA_VERSION=v0.30.2                           # same line as the embedded smallstep/certificates
 
 export GOTOOLCHAIN=local
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -75,5 +78,6 @@ postgres() {
 postgres
 go_install staticcheck "$STATICCHECK_VERSION" honnef.co/go/tools/cmd/staticcheck 1
 go_install minio "$MINIO_VERSION" github.com/minio/minio 3
+CGO_ENABLED=0 go_install step-ca "$STEPCA_VERSION" github.com/smallstep/certificates/cmd/step-ca 3
 vault
 say "all tools ready in $tools_dir"

@@ -13,6 +13,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -114,15 +116,16 @@ func (p *process) stop() {
 	}
 }
 
-// waitHTTP polls url until it answers 200, the process exits, or 60s pass.
-func (p *process) waitHTTP(url string) error {
+// waitHTTPWith polls url with client until it answers 200, the process
+// exits, or 60s pass.
+func (p *process) waitHTTPWith(client *http.Client, url string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
+		if resp, err := client.Do(req); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
@@ -146,8 +149,22 @@ func startHTTPServer(t testing.TB, what string, newCmd func(port int) (*exec.Cmd
 	return port
 }
 
+// startHTTPSServer is startHTTPServer for a server on TLS whose
+// certificate chains to root.
+func startHTTPSServer(t testing.TB, what string, root *x509.Certificate, newCmd func(port int) (*exec.Cmd, string)) int {
+	pool := x509.NewCertPool()
+	pool.AddCert(root)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	port, _ := startProcessWaiting(t, what, client, newCmd)
+	return port
+}
+
 // startHTTPProcess is startHTTPServer that also returns the process.
 func startHTTPProcess(t testing.TB, what string, newCmd func(port int) (*exec.Cmd, string)) (int, *process) {
+	return startProcessWaiting(t, what, http.DefaultClient, newCmd)
+}
+
+func startProcessWaiting(t testing.TB, what string, client *http.Client, newCmd func(port int) (*exec.Cmd, string)) (int, *process) {
 	t.Helper()
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
@@ -157,7 +174,7 @@ func startHTTPProcess(t testing.TB, what string, newCmd func(port int) (*exec.Cm
 		if err != nil {
 			t.Fatalf("testenv: start %s: %v", what, err)
 		}
-		if err := p.waitHTTP(healthURL); err != nil {
+		if err := p.waitHTTPWith(client, healthURL); err != nil {
 			p.stop()
 			lastErr = err
 			continue
