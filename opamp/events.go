@@ -28,17 +28,14 @@ func (s *Server) event(ctx context.Context, a policies.Agent, kind string, detai
 }
 
 // eventByUID reports an event about an agent known only by uid (a refused
-// handshake): its registry row is read only when some auto_revoke rule
-// could act on it.
+// handshake). Rules see the uid alone: reading the registry here would
+// put a database read on every refused handshake, and a flood of those
+// must cost no database work.
 func (s *Server) eventByUID(ctx context.Context, uid, kind string, detail map[string]string) {
-	if s.cfg.Events == nil || len(s.policies().Rules(policies.KindAutoRevoke)) == 0 {
+	if s.cfg.Events == nil {
 		return
 	}
-	a := state.Agent{UID: uid}
-	if err := s.cfg.Store.View(ctx, func(tx *state.Tx) (err error) { a, err = tx.Agent(ctx, uid); return err }); err != nil {
-		a = state.Agent{UID: uid}
-	}
-	s.event(ctx, PolicyAgent(a), kind, detail)
+	s.event(ctx, PolicyAgent(state.Agent{UID: uid}), kind, detail)
 }
 
 // identityChanged reports whether a description changes the identifying
