@@ -65,7 +65,8 @@ func NewStepCA(cfg StepCAConfig, rootPEM []byte) (*StepCA, error) {
 // Roots is step-ca's root.
 func (s *StepCA) Roots() []*x509.Certificate { return s.roots }
 
-// provisioners loads the JWK provisioner (twice: one per token audience).
+// provisioners loads the JWK provisioner once, for sign and revoke tokens
+// (they differ only in audience).
 func (s *StepCA) provisioners() (sign, revoke *stepca.Provisioner, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -77,17 +78,15 @@ func (s *StepCA) provisioners() (sign, revoke *stepca.Provisioner, err error) {
 	if err != nil {
 		return nil, nil, s.wrap("load provisioner "+s.cfg.Provisioner, err)
 	}
-	rp, err := stepca.NewProvisioner(s.cfg.Provisioner, "", s.cfg.URL, s.cfg.Password, opts...)
-	if err != nil {
-		return nil, nil, s.wrap("load provisioner "+s.cfg.Provisioner, err)
-	}
 	base, err := url.Parse(s.cfg.URL)
 	if err != nil {
 		return nil, nil, err
 	}
+	// The same key and client; revocation tokens only name another audience.
+	rp := *sp
 	rp.SetAudience(base.ResolveReference(&url.URL{Path: "/1.0/revoke"}).String())
-	s.sign, s.revoke = sp, rp
-	return sp, rp, nil
+	s.sign, s.revoke = sp, &rp
+	return sp, &rp, nil
 }
 
 // wrap marks transport failures as ErrIssuerUnavailable; step-ca's

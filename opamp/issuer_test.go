@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"io"
 	"net/http"
@@ -17,6 +16,7 @@ import (
 	"github.com/open-telemetry/opamp-go/protobufs"
 
 	"github.com/trustamp/trustamp/api"
+	"github.com/trustamp/trustamp/ca"
 	"github.com/trustamp/trustamp/internal/servertest"
 	"github.com/trustamp/trustamp/internal/testenv"
 	"github.com/trustamp/trustamp/loadgen"
@@ -242,7 +242,7 @@ certificates:
 	if life := leaf.NotAfter.Sub(leaf.NotBefore); life > 3*60*60e9+2*60e9 {
 		t.Fatalf("step-ca certificate lives %v, want the profile's 3h", life)
 	}
-	chain, err := testChain(a.Cert())
+	chain, err := ca.ParseCertificates(a.Cert())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,21 +270,4 @@ certificates:
 	if !found {
 		t.Fatal("the revocation did not reach step-ca's CRL")
 	}
-}
-
-func testChain(certPEM []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for rest := certPEM; ; {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, nil
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/sigstore/sigstore/pkg/signature/kms"
 	"github.com/sigstore/sigstore/pkg/signature/options"
 
@@ -27,15 +28,7 @@ func IsKMS(ref string) bool { return strings.Contains(ref, "://") }
 // travel to it. The key must be ECDSA P-256 (Transit type ecdsa-p256) or
 // RSA, like a key file.
 func OpenKMS(ctx context.Context, uri string) (*Signer, error) {
-	sv, err := kms.Get(ctx, uri, crypto.SHA256)
-	if err != nil {
-		return nil, fmt.Errorf("signing: open %s: %w", uri, err)
-	}
-	pub, err := sv.PublicKey(options.WithContext(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("signing: public key of %s: %w", uri, err)
-	}
-	alg, err := checkKey(pub)
+	sv, pub, alg, err := openKMS(ctx, uri)
 	if err != nil {
 		return nil, err
 	}
@@ -46,15 +39,8 @@ func OpenKMS(ctx context.Context, uri string) (*Signer, error) {
 // callers that sign with the standard library (x509.CreateCertificate,
 // CRLs, OCSP): only digests travel to the KMS. The public key is read once.
 func OpenKMSKey(ctx context.Context, uri string) (crypto.Signer, error) {
-	sv, err := kms.Get(ctx, uri, crypto.SHA256)
+	sv, pub, _, err := openKMS(ctx, uri)
 	if err != nil {
-		return nil, fmt.Errorf("signing: open %s: %w", uri, err)
-	}
-	pub, err := sv.PublicKey(options.WithContext(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("signing: public key of %s: %w", uri, err)
-	}
-	if _, err := checkKey(pub); err != nil {
 		return nil, err
 	}
 	// The error callback reports failures of Public(), which kmsKey never
@@ -64,6 +50,24 @@ func OpenKMSKey(ctx context.Context, uri string) (crypto.Signer, error) {
 		return nil, fmt.Errorf("signing: %s: %w", uri, err)
 	}
 	return kmsKey{Signer: cs, pub: pub, uri: uri}, nil
+}
+
+// openKMS opens a KMS key, reads its public key and checks it signs what
+// trustamp verifies.
+func openKMS(ctx context.Context, uri string) (kms.SignerVerifier, crypto.PublicKey, signature.AlgorithmDetails, error) {
+	sv, err := kms.Get(ctx, uri, crypto.SHA256)
+	if err != nil {
+		return nil, nil, signature.AlgorithmDetails{}, fmt.Errorf("signing: open %s: %w", uri, err)
+	}
+	pub, err := sv.PublicKey(options.WithContext(ctx))
+	if err != nil {
+		return nil, nil, signature.AlgorithmDetails{}, fmt.Errorf("signing: public key of %s: %w", uri, err)
+	}
+	alg, err := checkKey(pub)
+	if err != nil {
+		return nil, nil, signature.AlgorithmDetails{}, err
+	}
+	return sv, pub, alg, nil
 }
 
 // kmsKey pins the public key: the KMS's crypto.Signer asks the KMS for it
