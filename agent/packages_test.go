@@ -135,7 +135,7 @@ func TestRestartAfterCrashMidRotation(t *testing.T) {
 	env := servertest.Start(t, "")
 	dir := t.TempDir()
 	r := startAgent(t, env, dir, token(t, env), nil)
-	waitFor(t, "connected", func() bool { return env.Server.OpAMP.Connected(r.UID().String()) == 1 })
+	waitFor(t, "connected", func() bool { return r.connected(env) })
 	first := r.Serial()
 	r.stop(t)
 
@@ -144,7 +144,7 @@ func TestRestartAfterCrashMidRotation(t *testing.T) {
 	r.mu.Lock()
 	r.afterSave = func() { r.cancel(); close(killed) } // dies right after persisting
 	r.mu.Unlock()
-	waitFor(t, "connected", func() bool { return env.Server.OpAMP.Connected(r.UID().String()) == 1 })
+	waitFor(t, "connected", func() bool { return r.connected(env) })
 	if _, err := env.Admin.Rotate(ctx(t), api.RotationRequest{UIDs: []string{r.UID().String()}}); err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func TestRestartAfterCrashMidRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = startAgent(t, env, dir, "", nil)
-	waitFor(t, "connected with the current certificate", func() bool { return env.Server.OpAMP.Connected(r.UID().String()) == 1 })
+	waitFor(t, "connected with the current certificate", func() bool { return r.connected(env) })
 	if r.Serial() != cur.serial() {
 		t.Fatalf("serial %s, want the current %s", r.Serial(), cur.serial())
 	}
