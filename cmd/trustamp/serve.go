@@ -34,7 +34,7 @@ with --reinitialise-state: the database is kept as it is (initialised if
 empty), the anchor it replaces is recorded as an audit entry
 (state.reinitialise, the first entry of an empty database's new log), and
 the anchor is rewritten. The flag is refused when the database matches.`,
-		Args:  cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			res, err := datadir.Init(ctx, datadir.Options{Layout: g.layout(), ReinitialiseState: reinitialise})
