@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/trustamp/trustamp/audit"
+	"github.com/trustamp/trustamp/internal/testenv"
 	"github.com/trustamp/trustamp/storage/state"
 )
 
@@ -245,4 +246,38 @@ func auditEntries(t *testing.T, l Layout) []state.AuditRow {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestPostgresStateAnchored: replicas share one PostgreSQL database and one
+// anchor; pointing the data dir at another (empty) database is refused, and
+// the right one is accepted again.
+func TestPostgresStateAnchored(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	dsn, other := pg.NewDatabase(t), pg.NewDatabase(t)
+	ctx := context.Background()
+	root := filepath.Join(t.TempDir(), "data")
+	os.MkdirAll(root, 0o700)
+	os.WriteFile(filepath.Join(root, "trustamp.yaml"), []byte("state:\n  driver: postgres\n"), 0o600)
+	opts := func(d string) Options {
+		return Options{Layout: Layout{Root: root}, Getenv: func(k string) string {
+			if k == "TRUSTAMP_POSTGRES_DSN" {
+				return d
+			}
+			return ""
+		}}
+	}
+	if _, err := Init(ctx, opts(dsn)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Init(ctx, opts(dsn)); err != nil {
+		t.Fatalf("second replica on the same database: %v", err)
+	}
+	_, err := Init(ctx, opts(other))
+	wantRefused(t, err, "empty", true)
+	if !strings.Contains(err.Error(), "PostgreSQL") {
+		t.Errorf("refusal %q does not name the database", err)
+	}
+	if _, err := Init(ctx, opts(dsn)); err != nil {
+		t.Fatalf("back on the right database: %v", err)
+	}
 }
