@@ -230,3 +230,21 @@ func verifyAsNobody(t *testing.T, dir string) {
 		t.Fatalf("audit verify as an unprivileged user on a read-only copy: %v\n%s", err, out)
 	}
 }
+
+// TestServeReinitialiseFlagIsDeliberate: the flag reaches Init, and on a
+// database that matches its anchor it is refused instead of being a
+// standing "accept anything" setting.
+func TestServeReinitialiseFlagIsDeliberate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	if _, _, err := run(t, "init", "--data", dir); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	cmd := newRootCmd(&out, &errOut)
+	cmd.SetArgs([]string{"serve", "--data", dir, "--reinitialise-state", "--opamp-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"})
+	if err := cmd.ExecuteContext(ctx); err == nil || !strings.Contains(err.Error(), "nothing to reinitialise") {
+		t.Fatalf("serve --reinitialise-state on a matching database: %v", err)
+	}
+}
