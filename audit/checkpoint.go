@@ -28,8 +28,8 @@ func (c Checkpoint) signedMessage() []byte {
 	return fmt.Appendf(nil, "trustamp audit checkpoint v1\n%d\n%x\n%s\n", c.Seq, []byte(c.HeadHash), c.Time.UTC().Format(TimeFormat))
 }
 
-// verifySignature checks c against pub.
-func (c Checkpoint) verifySignature(pub ed25519.PublicKey) bool {
+// VerifySignature reports whether c is signed by pub.
+func (c Checkpoint) VerifySignature(pub ed25519.PublicKey) bool {
 	return ed25519.Verify(pub, c.signedMessage(), c.Signature)
 }
 

@@ -42,6 +42,16 @@ type Config struct {
 	Key ed25519.PrivateKey
 	// Logger receives checkpoint loop errors. Nil means slog.Default().
 	Logger *slog.Logger
+	// Anchor receives every checkpoint that is the chain's latest, made here
+	// or by another replica, to keep outside the database. Nil means none.
+	Anchor Anchor
+}
+
+// Anchor keeps the latest signed checkpoint outside the database (next to
+// the keys), so a database rolled back to before it is detected. Advance is
+// called with checkpoints in any order and must only move forward.
+type Anchor interface {
+	Advance(ctx context.Context, c Checkpoint) error
 }
 
 // Log appends to the chain and signs checkpoints.
@@ -50,11 +60,12 @@ type Log struct {
 	key    ed25519.PrivateKey
 	keyID  string
 	logger *slog.Logger
+	anchor Anchor
 }
 
 // New returns a Log.
 func New(cfg Config) *Log {
-	l := &Log{clock: cfg.Clock, key: cfg.Key, logger: cfg.Logger}
+	l := &Log{clock: cfg.Clock, key: cfg.Key, logger: cfg.Logger, anchor: cfg.Anchor}
 	if l.clock == nil {
 		l.clock = time.Now
 	}
@@ -117,9 +128,11 @@ type Updater interface {
 }
 
 // Checkpoint signs the current head of the chain if it moved since the last
-// checkpoint. It reports whether it wrote one. Replicas may all call it: the
-// chain lock taken by AuditHead makes one of them win and the others see no
-// new entries.
+// checkpoint. It reports whether it wrote one, and returns the chain's latest
+// checkpoint either way (zero when there is none). Replicas may all call it:
+// the chain lock taken by AuditHead makes one of them win and the others see
+// no new entries. The latest checkpoint, once its signature checks, is given
+// to the Anchor.
 func (l *Log) Checkpoint(ctx context.Context, store Updater) (Checkpoint, bool, error) {
 	if l.key == nil {
 		return Checkpoint{}, false, errors.New("audit: checkpoint: no audit key configured")
@@ -139,6 +152,7 @@ func (l *Log) Checkpoint(ctx context.Context, store Updater) (Checkpoint, bool, 
 		case err != nil:
 			return err
 		case last.Seq >= seq:
+			cp = checkpointFromRow(last)
 			return nil
 		}
 		cp = Checkpoint{Seq: seq, HeadHash: head, Time: l.clock().UTC().Truncate(time.Microsecond), KeyID: l.keyID}
@@ -150,6 +164,16 @@ func (l *Log) Checkpoint(ctx context.Context, store Updater) (Checkpoint, bool, 
 	})
 	if err != nil {
 		return Checkpoint{}, false, fmt.Errorf("audit: checkpoint: %w", err)
+	}
+	if l.anchor != nil && cp.Seq > 0 {
+		// A checkpoint another replica wrote is anchored only if it is ours:
+		// a forged row must not move the anchor.
+		if !cp.VerifySignature(l.key.Public().(ed25519.PublicKey)) {
+			return cp, written, fmt.Errorf("audit: checkpoint at entry %d in the database does not verify under audit key %s: not anchoring it", cp.Seq, l.keyID)
+		}
+		if err := l.anchor.Advance(ctx, cp); err != nil {
+			return cp, written, fmt.Errorf("audit: anchor checkpoint %d: %w", cp.Seq, err)
+		}
 	}
 	return cp, written, nil
 }

@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"fmt"
 )
 
@@ -37,23 +38,52 @@ type Report struct {
 	// LastCheckpointSeq is the highest signed entry; entries after it are
 	// protected by the chain only until the next checkpoint.
 	LastCheckpointSeq int64 `json:"last_checkpoint_seq"`
+	// AnchoredSeq is the entry of the checkpoint kept outside the database
+	// (the state anchor) that the chain was required to contain; 0 when no
+	// anchor was given.
+	AnchoredSeq int64 `json:"anchored_seq,omitempty"`
 }
+
+// MaxCheckpoints bounds how many checkpoints one verification holds while
+// it waits for their entries (one a minute is about 525,000 a year).
+const MaxCheckpoints = 4 << 20
 
 // Verifier checks a chain fed to it in order, without holding it in memory.
 // Give it the checkpoints first (they are few), then every entry, then call
 // Finish.
 type Verifier struct {
 	pub      ed25519.PublicKey
-	pending  map[int64]Checkpoint
+	pending  map[int64][sha256.Size]byte // checkpoint seq -> signed head
 	report   Report
 	prevHash []byte
 	started  bool
+
+	anchor       *Checkpoint
+	anchorSource string
+	anchorSeen   bool
 }
 
 // NewVerifier returns a Verifier that checks checkpoint signatures against
 // pub; a nil pub checks the chain only.
 func NewVerifier(pub ed25519.PublicKey) *Verifier {
-	return &Verifier{pub: pub, pending: map[int64]Checkpoint{}, report: Report{SignaturesChecked: pub != nil}}
+	return &Verifier{pub: pub, pending: map[int64][sha256.Size]byte{}, report: Report{SignaturesChecked: pub != nil}}
+}
+
+// RequireAnchor makes the chain prove it contains c, the checkpoint kept
+// outside the database (source names where, for messages): a chain that
+// ends before c.Seq was truncated or rolled back to an older copy, and one
+// whose entry c.Seq hashes differently was replaced. Call it before the
+// first entry.
+func (v *Verifier) RequireAnchor(c Checkpoint, source string) error {
+	if v.started {
+		return &VerifyError{Seq: c.Seq, Checkpoint: true, Reason: "anchor given after entries"}
+	}
+	if v.pub != nil && !c.VerifySignature(v.pub) {
+		return &VerifyError{Seq: c.Seq, Checkpoint: true, Reason: fmt.Sprintf("the checkpoint anchored in %s does not verify under audit key %s", source, KeyID(v.pub))}
+	}
+	v.anchor, v.anchorSource = &c, source
+	v.report.AnchoredSeq = c.Seq
+	return nil
 }
 
 // AddCheckpoint registers a checkpoint to be matched against the chain.
@@ -61,10 +91,16 @@ func (v *Verifier) AddCheckpoint(c Checkpoint) error {
 	if v.started {
 		return &VerifyError{Seq: c.Seq, Checkpoint: true, Reason: "checkpoint given after entries (checkpoints must come first)"}
 	}
-	if v.pub != nil && !c.verifySignature(v.pub) {
+	if v.pub != nil && !c.VerifySignature(v.pub) {
 		return &VerifyError{Seq: c.Seq, Checkpoint: true, Reason: fmt.Sprintf("signature does not verify under audit key %s (checkpoint names key %s)", KeyID(v.pub), c.KeyID)}
 	}
-	v.pending[c.Seq] = c
+	if len(c.HeadHash) != sha256.Size {
+		return &VerifyError{Seq: c.Seq, Checkpoint: true, Reason: fmt.Sprintf("head hash is %d bytes, want %d", len(c.HeadHash), sha256.Size)}
+	}
+	if _, dup := v.pending[c.Seq]; !dup && len(v.pending) >= MaxCheckpoints {
+		return &VerifyError{Seq: c.Seq, Checkpoint: true, Reason: fmt.Sprintf("more than %d checkpoints", MaxCheckpoints)}
+	}
+	v.pending[c.Seq] = [sha256.Size]byte(c.HeadHash)
 	return nil
 }
 
@@ -98,9 +134,15 @@ func (v *Verifier) Entry(e Entry) error {
 	if !bytes.Equal(got, e.Hash) {
 		return &VerifyError{Seq: e.Seq, Reason: fmt.Sprintf("hash mismatch: stored %x, content hashes to %x (the entry was altered after it was written)", []byte(e.Hash), got)}
 	}
+	if a := v.anchor; a != nil && a.Seq == e.Seq {
+		if !bytes.Equal(a.HeadHash, got) {
+			return &VerifyError{Seq: e.Seq, Checkpoint: true, Reason: fmt.Sprintf("the checkpoint anchored in %s signs head %x but the chain has %x here (the database holds another history)", v.anchorSource, []byte(a.HeadHash), got)}
+		}
+		v.anchorSeen = true
+	}
 	if c, ok := v.pending[e.Seq]; ok {
-		if !bytes.Equal(c.HeadHash, got) {
-			return &VerifyError{Seq: e.Seq, Checkpoint: true, Reason: fmt.Sprintf("signed head %x differs from the chain's %x (history was rewritten)", []byte(c.HeadHash), got)}
+		if !bytes.Equal(c[:], got) {
+			return &VerifyError{Seq: e.Seq, Checkpoint: true, Reason: fmt.Sprintf("signed head %x differs from the chain's %x (history was rewritten)", c[:], got)}
 		}
 		delete(v.pending, e.Seq)
 		v.report.Checkpoints++
@@ -116,6 +158,11 @@ func (v *Verifier) Entry(e Entry) error {
 // Finish reports checkpoints that named entries the chain does not have:
 // the sign of entries deleted from the end.
 func (v *Verifier) Finish() (Report, error) {
+	if a := v.anchor; a != nil && !v.anchorSeen {
+		return v.report, &VerifyError{Seq: a.Seq, Checkpoint: true, Reason: fmt.Sprintf(
+			"the chain ends at entry %d but the checkpoint anchored in %s signs entry %d: the log was truncated or the database rolled back to an older copy",
+			v.report.LastSeq, v.anchorSource, a.Seq)}
+	}
 	var first *VerifyError
 	for seq := range v.pending {
 		if first == nil || seq < first.Seq {

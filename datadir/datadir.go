@@ -69,6 +69,14 @@ type Options struct {
 	Getenv func(string) string
 	// Clock returns the current time. Nil means time.Now.
 	Clock func() time.Time
+	// ReadOnly (Open only) opens the state database without writing a byte
+	// of the data dir, for verifying a read-only copy.
+	ReadOnly bool
+	// ReinitialiseState (Init only) accepts a state database that does not
+	// match the data dir's anchor (empty, or rolled back): it is kept as it
+	// is, the replaced anchor is audited, and the database anchored anew.
+	// Without it Init refuses such a database with a *StateError.
+	ReinitialiseState bool
 }
 
 func (o Options) getenv() func(string) string {
@@ -95,6 +103,9 @@ type InitResult struct {
 	AdminTokenID string `json:"admin_token_id,omitempty"`
 	AuditKeyID   string `json:"audit_key_id"`
 	StateDriver  string `json:"state_driver"`
+	// StateAnchor says what Init did to the state anchor; empty when the
+	// database already matched it.
+	StateAnchor string `json:"state_anchor,omitempty"`
 }
 
 // Init creates whatever the data dir lacks: the directory (0700), the age
@@ -124,6 +135,14 @@ func Init(ctx context.Context, opts Options) (*InitResult, error) {
 		created(l.Config())
 	}
 
+	anchor, probed, err := probeState(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	if probed != nil && !opts.ReinitialiseState {
+		return nil, probed
+	}
+	opts.ReadOnly = false
 	d, err := Open(ctx, opts)
 	if err != nil {
 		return nil, err
@@ -131,13 +150,20 @@ func Init(ctx context.Context, opts Options) (*InitResult, error) {
 	defer d.Close()
 	res.StateDriver = d.Store.Driver()
 
-	pub, err := ensureAuditKey(ctx, d, created)
+	log := audit.New(audit.Config{Clock: opts.Clock})
+	if res.StateAnchor, err = anchorState(ctx, d, opts, anchor, probed, log); err != nil {
+		return nil, err
+	}
+	if res.StateAnchor != "" {
+		created(res.StateAnchor)
+	}
+	priv, err := ensureAuditKey(ctx, d, created)
 	if err != nil {
 		return nil, err
 	}
+	pub := priv.Public().(ed25519.PublicKey)
 	res.AuditKeyID = audit.KeyID(pub)
 
-	log := audit.New(audit.Config{Clock: opts.Clock})
 	madeCA, err := ca.Bootstrap(ctx, d.Keys, l.CAFiles(), d.Config.TrustDomain, opts.now())
 	if err != nil {
 		return nil, fmt.Errorf("datadir: %w", err)
@@ -197,7 +223,60 @@ func Init(ctx context.Context, opts Options) (*InitResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("datadir: init state: %w", err)
 	}
+	// Sign what init wrote and anchor it, so even a first start that stops
+	// before the server's first checkpoint leaves the database anchored.
+	signer := audit.New(audit.Config{Clock: opts.Clock, Key: priv, Anchor: d})
+	if _, _, err := signer.Checkpoint(ctx, d.Store); err != nil {
+		return nil, fmt.Errorf("datadir: %w", err)
+	}
 	return res, nil
+}
+
+// probeState reads the anchor before the database is opened (which would
+// create a missing SQLite file): a missing or 0-byte state.db of a data dir
+// with an anchor or keys is reported here, naming the file. The caller
+// refuses it unless reinitialising.
+func probeState(ctx context.Context, opts Options) (*Anchor, *StateError, error) {
+	l := opts.Layout
+	cfg, err := config.Load(l.Config(), opts.getenv())
+	if err != nil {
+		return nil, nil, err
+	}
+	ks, err := KeyStore(l, cfg, cfg.Keys.Custody)
+	if err != nil {
+		return nil, nil, fmt.Errorf("datadir: %w", err)
+	}
+	a, err := readAnchor(ctx, ks)
+	if err != nil || cfg.State.Driver == "postgres" {
+		return a, nil, err
+	}
+	var where string
+	if a != nil {
+		where = fmt.Sprintf("this data dir's anchor (%s) records state %s", anchorSource(l, ks), a.StateID)
+		if a.Checkpoint != nil {
+			where += fmt.Sprintf(" with a signed audit checkpoint at entry %d", a.Checkpoint.Seq)
+		}
+	} else {
+		_, err := ks.Get(ctx, AuditKeyName)
+		if errors.Is(err, keys.ErrNotFound) {
+			return nil, nil, nil // a first start
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("datadir: %w", err)
+		}
+		where = fmt.Sprintf("the key store (%s) holds this data dir's keys", ks.Custody())
+	}
+	path := StateConfig(l.Root, cfg).SQLitePath
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return a, &StateError{Problem: "is missing", Reinitialisable: true, Detail: fmt.Sprintf("%s does not exist, but %s", path, where)}, nil
+	case err != nil:
+		return a, nil, fmt.Errorf("datadir: %w", err)
+	case fi.Size() == 0:
+		return a, &StateError{Problem: "is empty", Reinitialisable: true, Detail: fmt.Sprintf("%s is 0 bytes long, but %s", path, where)}, nil
+	}
+	return a, nil, nil
 }
 
 func ensureDir(path string, created func(string)) error {
@@ -219,7 +298,7 @@ func ensureDir(path string, created func(string)) error {
 	return nil
 }
 
-func ensureAuditKey(ctx context.Context, d *Dir, created func(string)) (ed25519.PublicKey, error) {
+func ensureAuditKey(ctx context.Context, d *Dir, created func(string)) (ed25519.PrivateKey, error) {
 	signer, err := d.Keys.Get(ctx, AuditKeyName)
 	if errors.Is(err, keys.ErrNotFound) {
 		_, priv, gerr := ed25519.GenerateKey(rand.Reader)
@@ -239,15 +318,16 @@ func ensureAuditKey(ctx context.Context, d *Dir, created func(string)) (ed25519.
 	if err != nil {
 		return nil, fmt.Errorf("datadir: %w", err)
 	}
-	pub, ok := signer.Public().(ed25519.PublicKey)
+	priv, ok := signer.(ed25519.PrivateKey)
 	if !ok {
-		return nil, fmt.Errorf("datadir: audit key is %T, want Ed25519", signer.Public())
+		return nil, fmt.Errorf("datadir: audit key is %T, want Ed25519", signer)
 	}
+	pub := priv.Public().(ed25519.PublicKey)
 	pemBytes := audit.MarshalPublicKey(pub)
 	if existing, err := os.ReadFile(d.Layout.AuditPublicKey()); err != nil || string(existing) != string(pemBytes) {
 		if err := atomicfile.Write(d.Layout.AuditPublicKey(), pemBytes, 0o644); err != nil {
 			return nil, fmt.Errorf("datadir: %w", err)
 		}
 	}
-	return pub, nil
+	return priv, nil
 }

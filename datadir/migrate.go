@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/trustamp/trustamp/audit"
 	"github.com/trustamp/trustamp/storage/keys"
@@ -67,6 +68,11 @@ func MigrateKeys(ctx context.Context, d *Dir, to keys.Store, actor string) ([]Mi
 		fingerprints[name] = fp
 		out = append(out, m)
 	}
+	if m, err := migrateAnchor(ctx, d, to); err != nil {
+		return out, err
+	} else if m != nil {
+		out = append(out, *m)
+	}
 	log := audit.New(audit.Config{Key: auditKey})
 	err = d.Store.Update(ctx, func(tx *state.Tx) error {
 		_, err := log.Append(ctx, tx, audit.Record{Actor: actor, Action: "keys.migrate", Subject: to.Custody(),
@@ -77,4 +83,40 @@ func MigrateKeys(ctx context.Context, d *Dir, to keys.Store, actor string) ([]Mi
 		return out, fmt.Errorf("audit key migration: %w", err)
 	}
 	return out, nil
+}
+
+// migrateAnchor copies the state anchor with the keys, so the new custodian
+// knows which database the keys belong to from its first start. A target
+// that anchors another state is an error; one that anchors the same state
+// keeps the newer checkpoint.
+func migrateAnchor(ctx context.Context, d *Dir, to keys.Store) (*MigratedKey, error) {
+	src, err := d.ReadAnchor(ctx)
+	if err != nil || src == nil {
+		return nil, err
+	}
+	dst, err := anchorStore(to)
+	if err != nil {
+		return nil, err
+	}
+	m := &MigratedKey{Name: "state-anchor", Fingerprint: "state " + src.StateID, Result: "copied"}
+	err = dst.UpdateAnchor(ctx, func(cur []byte) ([]byte, error) {
+		a, err := parseAnchor(cur)
+		switch {
+		case err != nil:
+			return nil, err
+		case a == nil:
+			return src.marshal(time.Now())
+		case a.StateID != src.StateID:
+			return nil, fmt.Errorf("%s already anchors state %s, not this data dir's %s: not overwriting; resolve it by hand", to.Custody(), a.StateID, src.StateID)
+		case src.Checkpoint == nil || (a.Checkpoint != nil && a.Checkpoint.Seq >= src.Checkpoint.Seq):
+			m.Result = "already present"
+			return nil, nil
+		}
+		a.Checkpoint = src.Checkpoint
+		return a.marshal(time.Now())
+	})
+	if err != nil {
+		return nil, fmt.Errorf("copy state anchor to %s: %w", to.Custody(), err)
+	}
+	return m, nil
 }

@@ -37,7 +37,9 @@ func Open(ctx context.Context, opts Options) (*Dir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("datadir: %w", err)
 	}
-	store, err := state.Open(ctx, StateConfig(l.Root, cfg))
+	sc := StateConfig(l.Root, cfg)
+	sc.ReadOnly = opts.ReadOnly
+	store, err := state.Open(ctx, sc)
 	if err != nil {
 		return nil, fmt.Errorf("datadir: %w", err)
 	}

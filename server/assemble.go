@@ -60,7 +60,7 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 	if err != nil {
 		return nil, err
 	}
-	auditLog := audit.New(audit.Config{Key: key, Logger: o.Logger, Clock: o.Clock})
+	auditLog := audit.New(audit.Config{Key: key, Logger: o.Logger, Clock: o.Clock, Anchor: d})
 	crlURL, ocspURL := revocationURLs(d.Config)
 	vc, err := openVault(d)
 	if err != nil {
@@ -179,6 +179,7 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 		Store:              d.Store,
 		AuditKey:           key,
 		CheckpointInterval: d.Config.Audit.CheckpointInterval,
+		AuditAnchor:        d,
 		Logger:             o.Logger,
 		OpAMP:              op,
 		TLS:                listenerCert.get,

@@ -39,6 +39,9 @@ type Config struct {
 	AuditKey ed25519.PrivateKey
 	// CheckpointInterval is how often the audit chain head is signed. Zero means 1m.
 	CheckpointInterval time.Duration
+	// AuditAnchor keeps every checkpoint outside the database (the data
+	// dir's state anchor). Nil means checkpoints stay in the database only.
+	AuditAnchor audit.Anchor
 	// Logger receives the server's logs. Nil means slog.Default().
 	Logger *slog.Logger
 	// OnListening, if set, is called with the bound addresses once both
@@ -128,7 +131,7 @@ func New(cfg Config) (*Server, error) {
 	return &Server{
 		cfg:    cfg,
 		log:    logger,
-		audit:  audit.New(audit.Config{Key: cfg.AuditKey, Logger: logger}),
+		audit:  audit.New(audit.Config{Key: cfg.AuditKey, Logger: logger, Anchor: cfg.AuditAnchor}),
 		health: &health{store: cfg.Store, deps: cfg.Dependencies},
 	}, nil
 }

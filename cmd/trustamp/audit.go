@@ -99,6 +99,11 @@ Lines export (FILE, "-" for stdin). It recomputes every entry's hash, checks
 that each links to the one before, and checks every signed checkpoint against
 the audit public key. It exits non-zero and names the first entry that fails.
 
+Verifying the data dir's database opens it read-only (a read-only copy
+works) and also checks it against the data dir's state anchor: the state id
+must match and the chain must contain the anchored checkpoint, so a log
+truncated or rolled back to an older copy of the database fails.
+
 The public key is --key when given; otherwise the data dir's
 keys/audit.pub.pem; for a FILE with neither, the key in the export's own
 header (which proves only self-consistency: pass --key with a copy obtained
@@ -119,13 +124,14 @@ independently).`,
 				}
 			}
 			var (
-				rep       audit.Report
-				keySource = "--key"
-				verr      error
+				rep          audit.Report
+				keySource    = "--key"
+				anchorStatus string
+				verr         error
 			)
 			if len(args) == 1 {
 				if pub == nil && cmd.Flags().Changed("data") {
-					d, err := datadir.Open(cmd.Context(), datadir.Options{Layout: g.layout()})
+					d, err := datadir.Open(cmd.Context(), datadir.Options{Layout: g.layout(), ReadOnly: true})
 					if err != nil {
 						return err
 					}
@@ -149,7 +155,7 @@ independently).`,
 					keySource = "none"
 				}
 			} else {
-				d, err := datadir.Open(cmd.Context(), datadir.Options{Layout: g.layout()})
+				d, err := datadir.Open(cmd.Context(), datadir.Options{Layout: g.layout(), ReadOnly: true})
 				if err != nil {
 					return err
 				}
@@ -160,13 +166,33 @@ independently).`,
 					}
 					keySource = "data dir"
 				}
-				rep, verr = audit.VerifyStore(cmd.Context(), d.Store, pub)
+				anchor, serr := datadir.CheckState(cmd.Context(), d, pub)
+				if serr != nil && !errors.Is(serr, datadir.ErrStateMismatch) {
+					return serr
+				}
+				var cp *audit.Checkpoint
+				anchorStatus = "none (a data dir from before anchors, not yet started)"
+				if anchor != nil {
+					cp = anchor.Checkpoint
+					anchorStatus = fmt.Sprintf("state %s in %s", anchor.StateID, d.AnchorSource())
+					if cp != nil {
+						anchorStatus += fmt.Sprintf(", checkpoint at entry %d", cp.Seq)
+					}
+				}
+				rep, verr = audit.VerifyStoreAnchored(cmd.Context(), d.Store, pub, cp, d.AnchorSource())
+				if serr != nil {
+					var se *datadir.StateError
+					errors.As(serr, &se)
+					if verr == nil {
+						verr = &audit.VerifyError{Seq: rep.LastSeq, Reason: fmt.Sprintf("state database %s: %s", se.Problem, se.Detail)}
+					}
+				}
 			}
 			var ve *audit.VerifyError
 			if verr != nil && !errors.As(verr, &ve) {
 				return verr
 			}
-			printVerify(cmd, output, rep, keySource, ve)
+			printVerify(cmd, output, rep, keySource, anchorStatus, ve)
 			if ve != nil {
 				return fmt.Errorf("audit log does NOT verify: %w", verr)
 			}
@@ -178,14 +204,15 @@ independently).`,
 	return cmd
 }
 
-func printVerify(cmd *cobra.Command, output string, rep audit.Report, keySource string, ve *audit.VerifyError) {
+func printVerify(cmd *cobra.Command, output string, rep audit.Report, keySource, anchorStatus string, ve *audit.VerifyError) {
 	if output == "json" {
 		out := struct {
 			OK        bool               `json:"ok"`
 			Report    audit.Report       `json:"report"`
 			KeySource string             `json:"key_source"`
+			Anchor    string             `json:"anchor,omitempty"`
 			FirstBad  *audit.VerifyError `json:"first_bad,omitempty"`
-		}{ve == nil, rep, keySource, ve}
+		}{ve == nil, rep, keySource, anchorStatus, ve}
 		printJSON(cmd.OutOrStdout(), out)
 		return
 	}
@@ -201,6 +228,9 @@ func printVerify(cmd *cobra.Command, output string, rep audit.Report, keySource 
 		{"checkpoints verified", strconv.Itoa(rep.Checkpoints)},
 		{"last signed entry", strconv.FormatInt(rep.LastCheckpointSeq, 10)},
 		{"signature key", keySource},
+	}
+	if anchorStatus != "" {
+		rows = append(rows, []string{"state anchor", anchorStatus})
 	}
 	if ve != nil {
 		rows = append(rows, []string{"first bad", ve.Error()})

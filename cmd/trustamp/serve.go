@@ -14,14 +14,30 @@ import (
 )
 
 func newServeCmd(g *globals) *cobra.Command {
-	var opampAddr, adminAddr, policiesDir string
+	var (
+		opampAddr, adminAddr, policiesDir string
+		reinitialise                      bool
+	)
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the trustamp server (initialises the data dir on first start)",
-		Args:  cobra.NoArgs,
+		Long: `serve runs the server. On first start it initialises the data dir (CA,
+keys, database, admin token) and records, next to the keys (in Vault under
+vault-kv custody), the state anchor: which database this data dir uses and
+its latest signed audit checkpoint, updated at every checkpoint.
+
+serve refuses to start on a state database that does not match the anchor:
+missing, empty, another data dir's, or rolled back to before the anchored
+checkpoint. Serving it would restart the CRL and audit log and forget every
+revocation. Restore the database from a backup, or accept it deliberately
+with --reinitialise-state: the database is kept as it is (initialised if
+empty), the anchor it replaces is recorded as an audit entry
+(state.reinitialise, the first entry of an empty database's new log), and
+the anchor is rewritten. The flag is refused when the database matches.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			res, err := datadir.Init(ctx, datadir.Options{Layout: g.layout()})
+			res, err := datadir.Init(ctx, datadir.Options{Layout: g.layout(), ReinitialiseState: reinitialise})
 			if err != nil {
 				return err
 			}
@@ -57,6 +73,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&opampAddr, "opamp-addr", "", "OpAMP listen address (default from config, :4320)")
 	cmd.Flags().StringVar(&adminAddr, "admin-addr", "", "admin API listen address (default from config, 127.0.0.1:4321)")
+	cmd.Flags().BoolVar(&reinitialise, "reinitialise-state", false, "accept a state database that does not match the data dir's anchor (empty or rolled back), audit it and re-anchor")
 	cmd.Flags().StringVar(&policiesDir, "policies", "", "directory of CEL policy files (default from config, DATA/policies)")
 	return cmd
 }

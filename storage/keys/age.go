@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"filippo.io/age"
@@ -45,6 +46,7 @@ type AgeConfig struct {
 type AgeStore struct {
 	dir      string
 	identity *age.X25519Identity
+	anchorMu sync.Mutex // serialises UpdateAnchor
 }
 
 var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)

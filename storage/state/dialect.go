@@ -84,6 +84,9 @@ func openSQLite(cfg Config) (*Store, error) {
 	if cfg.SQLitePath == "" {
 		return nil, errors.New("state: sqlite needs a database path")
 	}
+	if cfg.ReadOnly {
+		return openSQLiteReadOnly(cfg)
+	}
 	// Create the file 0600 before SQLite does (it would use the umask): it
 	// holds token hashes and the audit chain. WAL and SHM files inherit it.
 	f, err := os.OpenFile(cfg.SQLitePath, os.O_RDWR|os.O_CREATE, 0o600)
@@ -123,6 +126,38 @@ func openSQLite(cfg Config) (*Store, error) {
 	}
 	read.SetMaxOpenConns(4)
 	return &Store{write: write, read: read, d: sqliteDialect}, nil
+}
+
+// openSQLiteReadOnly opens the file without creating or changing anything.
+// Without a write-ahead log beside it (a cleanly closed database, a copy)
+// the file is opened immutable: SQLite then takes no locks and creates no
+// -shm or -wal file, which is what lets it read a copy on read-only media.
+// With a log (a live server) it opens in read-only mode, seeing the log.
+func openSQLiteReadOnly(cfg Config) (*Store, error) {
+	fi, err := os.Stat(cfg.SQLitePath)
+	if err != nil {
+		return nil, fmt.Errorf("state: open %s: %w", cfg.SQLitePath, err)
+	}
+	if fi.Size() == 0 {
+		return nil, fmt.Errorf("state: %s is empty (0 bytes): %w", cfg.SQLitePath, ErrNoSchema)
+	}
+	q := url.Values{}
+	q.Add("mode", "ro")
+	if wal, err := os.Stat(cfg.SQLitePath + "-wal"); err != nil || wal.Size() == 0 {
+		q.Add("immutable", "1")
+	}
+	busy := cfg.BusyTimeout
+	if busy <= 0 {
+		busy = 5 * time.Second
+	}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busy.Milliseconds()))
+	q.Add("_pragma", "query_only(ON)")
+	db, err := sql.Open("sqlite", "file:"+cfg.SQLitePath+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("state: open %s read-only: %w", cfg.SQLitePath, err)
+	}
+	db.SetMaxOpenConns(4)
+	return &Store{write: db, read: db, d: sqliteDialect}, nil
 }
 
 func openPostgres(ctx context.Context, cfg Config) (*Store, error) {

@@ -61,6 +61,28 @@ func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
 	return int(v.Int64), nil
 }
 
+// checkSchema is migrate for a read-only store: it changes nothing and
+// refuses a schema it cannot read.
+func (s *Store) checkSchema(ctx context.Context) error {
+	ms, err := loadMigrations(s.d.name)
+	if err != nil {
+		return err
+	}
+	var current sql.NullInt64
+	if err := s.read.QueryRowContext(ctx, "SELECT MAX(version) FROM schema_migrations").Scan(&current); err != nil {
+		return fmt.Errorf("state: read schema version (read-only): %w: %w", ErrNoSchema, err)
+	}
+	switch v := int(current.Int64); {
+	case v == 0:
+		return ErrNoSchema
+	case v > len(ms):
+		return fmt.Errorf("state: database schema is at version %d but this trustamp knows only %d: run a newer trustamp", v, len(ms))
+	case v < len(ms):
+		return fmt.Errorf("state: database schema is at version %d, older than this trustamp's %d, and a read-only database cannot be migrated: use the trustamp that wrote it, or a writable copy", v, len(ms))
+	}
+	return nil
+}
+
 func (s *Store) migrate(ctx context.Context) error {
 	ms, err := loadMigrations(s.d.name)
 	if err != nil {

@@ -41,7 +41,17 @@ type Config struct {
 	PostgresDSN string
 	// MaxConns caps the PostgreSQL pool. Zero means 10.
 	MaxConns int
+	// ReadOnly opens the database for reading only: no file is created, no
+	// migration runs, and a SQLite file without a write-ahead log is opened
+	// immutable, so a read-only copy of a data dir can be inspected (audit
+	// verify) without changing a byte of it. Callers only View (on SQLite an
+	// Update fails).
+	ReadOnly bool
 }
+
+// ErrNoSchema means a database opened ReadOnly holds no trustamp schema
+// (an empty or foreign file).
+var ErrNoSchema = errors.New("state: the database holds no trustamp schema")
 
 // Store is an open database with its migrations applied. It is safe for
 // concurrent use.
@@ -72,7 +82,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.migrate(ctx); err != nil {
+	if cfg.ReadOnly {
+		err = s.checkSchema(ctx)
+	} else {
+		err = s.migrate(ctx)
+	}
+	if err != nil {
 		s.Close()
 		return nil, err
 	}

@@ -76,4 +76,41 @@ func Run(t *testing.T, open func(t *testing.T) keys.Store) {
 			}
 		}
 	})
+	t.Run("Anchor", func(t *testing.T) {
+		s, ok := open(t).(keys.AnchorStore)
+		if !ok {
+			t.Fatal("the store cannot keep the state anchor (keys.AnchorStore)")
+		}
+		if _, err := s.ReadAnchor(ctx); !errors.Is(err, keys.ErrNotFound) {
+			t.Fatalf("read of a store with no anchor: %v, want ErrNotFound", err)
+		}
+		write := func(want []byte, next []byte) {
+			t.Helper()
+			err := s.UpdateAnchor(ctx, func(cur []byte) ([]byte, error) {
+				if string(cur) != string(want) {
+					t.Errorf("update saw %q, want %q", cur, want)
+				}
+				return next, nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		write(nil, []byte(`{"v":1}`))
+		write([]byte(`{"v":1}`), nil) // nil leaves it as it is
+		write([]byte(`{"v":1}`), []byte(`{"v":2}`))
+		if got, err := s.ReadAnchor(ctx); err != nil || string(got) != `{"v":2}` {
+			t.Fatalf("read back %q %v", got, err)
+		}
+		boom := errors.New("boom")
+		if err := s.UpdateAnchor(ctx, func([]byte) ([]byte, error) { return nil, boom }); !errors.Is(err, boom) {
+			t.Fatalf("fn error: %v", err)
+		}
+		if err := s.UpdateAnchor(ctx, func([]byte) ([]byte, error) { return make([]byte, keys.MaxAnchorSize+1), nil }); err == nil {
+			t.Fatal("an oversized anchor was stored")
+		}
+		if names, err := s.(keys.Store).List(ctx); err != nil || len(names) != 0 {
+			t.Fatalf("the anchor is listed as a key: %v %v", names, err)
+		}
+	})
 }
