@@ -52,11 +52,23 @@ type Config struct {
 	Targets        Targets
 	CheckPolicies  func(*policies.Set) error
 	DefaultProfile string
+	// PolicyLimits bound the candidate policies of a simulation like the
+	// live ones (the same limits: a set that simulates is a set that
+	// loads). The zero value is the defaults.
+	PolicyLimits policies.Limits
 	// Destinations are the configured certificate destinations besides
 	// "opamp", which rotations may name.
 	Destinations []string
 	// Gatherer serves /metrics. Nil means no /metrics route.
 	Gatherer prometheus.Gatherer
+	// MaxBodyBytes bounds a JSON request body (admin.max_body_bytes): a
+	// larger one is refused with 413 before it is read further. Zero means
+	// DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// MaxUploadBytes bounds a package artifact uploaded to
+	// POST /api/v1/packages (admin.max_upload_bytes). Zero means
+	// DefaultMaxUploadBytes.
+	MaxUploadBytes int64
 	// Logger receives logs. Nil means slog.Default().
 	Logger *slog.Logger
 	// Clock returns the current time. Nil means time.Now.
@@ -77,6 +89,12 @@ func New(cfg Config) *API {
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.MaxUploadBytes <= 0 {
+		cfg.MaxUploadBytes = DefaultMaxUploadBytes
 	}
 	a := &API{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
 	all := []string{RoleAdmin, RoleSecurity, RoleRelease, RoleAuditor}

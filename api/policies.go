@@ -68,6 +68,9 @@ func (a *API) getPolicies(w http.ResponseWriter, r *http.Request) {
 // reloadPolicies reads the policy directory again. A set that does not
 // load is 422 with the file, line and error; the previous set stays.
 func (a *API) reloadPolicies(w http.ResponseWriter, r *http.Request) {
+	if !a.noBody(w, r) {
+		return
+	}
 	set, changed, err := a.cfg.Policies.Reload(r.Context(), principal(r.Context()).Actor())
 	if errors.Is(err, policies.ErrRefused) {
 		writeError(w, http.StatusUnprocessableEntity, "%v (the previous policies stay in force)", err)
@@ -125,14 +128,14 @@ type SimulateResult struct {
 // registry and the policies in force, changing nothing.
 func (a *API) simulatePolicies(w http.ResponseWriter, r *http.Request) {
 	var req SimulateRequest
-	if !decodeBody(w, r, &req) {
+	if !a.decodeBody(w, r, &req) {
 		return
 	}
 	files := make(map[string][]byte, len(req.Files))
 	for name, content := range req.Files {
 		files[name] = []byte(content)
 	}
-	next, err := policies.Compile(files)
+	next, err := a.cfg.PolicyLimits.Compile(files)
 	if err == nil && a.cfg.CheckPolicies != nil {
 		err = a.cfg.CheckPolicies(next)
 	}
@@ -160,10 +163,17 @@ func (a *API) simulatePolicies(w http.ResponseWriter, r *http.Request) {
 	for i := range rows {
 		priors[rows[i].UID+"\x00"+rows[i].Type] = &rows[i]
 	}
-	cur := a.cfg.Policies.Current()
+	// Both sets evaluate under the request: a client that goes away stops
+	// the work (each condition is also bounded by the cost limit).
+	cur := a.cfg.Policies.Current().WithContext(ctx)
 	out := SimulateResult{Candidate: DescribePolicySet(next), Agents: []Simulated{}}
+	next = next.WithContext(ctx)
 	now := a.cfg.Clock()
 	for _, ag := range agents {
+		if err := ctx.Err(); err != nil {
+			a.log.Info("policy simulation abandoned by its client", "err", err)
+			return
+		}
 		pa := opamp.PolicyAgent(ag)
 		ra := release.AgentFrom(pa)
 		prior := priors[ag.UID+"\x00"+ra.Type]

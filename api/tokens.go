@@ -2,7 +2,6 @@ package api
 
 import (
 	"encoding/hex"
-	"encoding/json"
 	"net/http"
 	"regexp"
 	"time"
@@ -42,10 +41,7 @@ var labelPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$`)
 // creation audited in the same transaction.
 func (a *API) createToken(w http.ResponseWriter, r *http.Request) {
 	var req TokenRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "body: %v", err)
+	if !a.decodeBody(w, r, &req) {
 		return
 	}
 	ttl := time.Hour
@@ -125,7 +121,7 @@ var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$`)
 // a release token publishes, an auditor token only reads reports.
 func (a *API) createAdminToken(w http.ResponseWriter, r *http.Request) {
 	var req AdminTokenRequest
-	if !decodeBody(w, r, &req) {
+	if !a.decodeBody(w, r, &req) {
 		return
 	}
 	if !namePattern.MatchString(req.Name) {
