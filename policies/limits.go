@@ -131,13 +131,10 @@ func (sizeEstimator) EstimateCallCost(string, string, *checker.AstNode, []checke
 	return nil
 }
 
-// evalBool runs a program under ctx (nil: background) and reports its
-// boolean result; a non-boolean is false. An evaluation over the cost
-// limit or interrupted by ctx is an error.
+// evalBool runs a program under ctx and reports its boolean result; a
+// non-boolean is false. An evaluation over the cost limit or interrupted
+// by ctx is an error.
 func evalBool(ctx context.Context, p cel.Program, vars map[string]any) (bool, error) {
-	if ctx == nil {
-		ctx = context.Background()
-	}
 	out, _, err := p.ContextEval(ctx, vars)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -422,16 +422,20 @@ func (s *Set) first(kind string, vars map[string]any, keep func(*Rule) bool) *Ru
 	if s == nil {
 		return nil
 	}
+	ctx := s.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	for _, r := range s.rules[kind] {
 		if keep != nil && !keep(r) {
 			continue
 		}
-		if s.ctx != nil && s.ctx.Err() != nil {
+		if ctx.Err() != nil {
 			return nil // the caller is gone; its answer no longer matters
 		}
-		ok, err := evalBool(s.ctx, r.when, vars)
+		ok, err := evalBool(ctx, r.when, vars)
 		if err != nil {
-			if s.ctx == nil || s.ctx.Err() == nil {
+			if ctx.Err() == nil {
 				r.evalErrors.Add(1) // a cancelled caller is not the rule's fault
 			}
 			continue
@@ -518,7 +522,7 @@ func (r *Rule) Takes(a Agent, rel Release, now time.Time) bool {
 	if r.agents == nil {
 		return true
 	}
-	ok, err := evalBool(nil, r.agents, map[string]any{"agent": a, "release": rel, "now": now})
+	ok, err := evalBool(context.Background(), r.agents, map[string]any{"agent": a, "release": rel, "now": now})
 	if err != nil {
 		r.evalErrors.Add(1)
 	}
