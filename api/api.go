@@ -23,12 +23,12 @@ import (
 	"github.com/trustamp/trustamp/tokens"
 )
 
-// Roles an admin token can hold.
+// Roles an admin token can hold (see the tokens package).
 const (
-	RoleAdmin    = "admin"
-	RoleSecurity = "security"
-	RoleRelease  = "release"
-	RoleAuditor  = "auditor"
+	RoleAdmin    = tokens.RoleAdmin
+	RoleSecurity = tokens.RoleSecurity
+	RoleRelease  = tokens.RoleRelease
+	RoleAuditor  = tokens.RoleAuditor
 )
 
 // Config wires the API.
@@ -77,9 +77,10 @@ type Config struct {
 
 // API serves the admin endpoints.
 type API struct {
-	cfg Config
-	log *slog.Logger
-	mux *http.ServeMux
+	cfg    Config
+	log    *slog.Logger
+	mux    *http.ServeMux
+	tokens *tokens.Service
 }
 
 // New builds the handler.
@@ -96,12 +97,19 @@ func New(cfg Config) *API {
 	if cfg.MaxUploadBytes <= 0 {
 		cfg.MaxUploadBytes = DefaultMaxUploadBytes
 	}
-	a := &API{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	a := &API{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(),
+		tokens: tokens.NewService(tokens.ServiceConfig{Store: cfg.Store, Audit: cfg.Audit, Clock: cfg.Clock})}
 	all := []string{RoleAdmin, RoleSecurity, RoleRelease, RoleAuditor}
 	a.mux.Handle("GET /api/v1/agents", a.auth(a.listAgents, all...))
 	a.mux.Handle("GET /api/v1/agents/{uid}", a.auth(a.getAgent, all...))
 	a.mux.Handle("POST /api/v1/tokens", a.auth(a.createToken, RoleAdmin, RoleSecurity))
-	a.mux.Handle("POST /api/v1/admin-tokens", a.auth(a.createAdminToken, RoleAdmin))
+	a.mux.Handle("GET /api/v1/tokens", a.auth(a.listTokens, RoleAdmin, RoleSecurity, RoleAuditor))
+	a.mux.Handle("POST /api/v1/tokens/{id}/revoke", a.auth(a.revokeToken, RoleAdmin, RoleSecurity))
+	// Which role may mint or revoke which is the token service's rule
+	// (admin never mints security tokens).
+	a.mux.Handle("POST /api/v1/admin-tokens", a.auth(a.createAdminToken, RoleAdmin, RoleSecurity))
+	a.mux.Handle("GET /api/v1/admin-tokens", a.auth(a.listAdminTokens, RoleAdmin, RoleSecurity, RoleAuditor))
+	a.mux.Handle("POST /api/v1/admin-tokens/{id}/revoke", a.auth(a.revokeAdminToken, RoleAdmin, RoleSecurity))
 	a.mux.Handle("GET /api/v1/certificates", a.auth(a.listCertificates, all...))
 	a.mux.Handle("POST /api/v1/rotations", a.auth(a.createRotation, RoleAdmin, RoleSecurity))
 	a.mux.Handle("GET /api/v1/rotations/{id}", a.auth(a.getRotation, all...))
