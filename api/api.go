@@ -56,6 +56,10 @@ type Config struct {
 	// live ones (the same limits: a set that simulates is a set that
 	// loads). The zero value is the defaults.
 	PolicyLimits policies.Limits
+	// SimulateCostLimit bounds all the CEL evaluations of one simulation
+	// together (policies.simulate_cost_limit); a simulation that reaches
+	// it is answered 422. Zero means policies.DefaultSimulateCostLimit.
+	SimulateCostLimit uint64
 	// Destinations are the configured certificate destinations besides
 	// "opamp", which rotations may name.
 	Destinations []string
@@ -90,6 +94,9 @@ func New(cfg Config) *API {
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
+	}
+	if cfg.SimulateCostLimit == 0 {
+		cfg.SimulateCostLimit = policies.DefaultSimulateCostLimit
 	}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes

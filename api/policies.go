@@ -164,14 +164,22 @@ func (a *API) simulatePolicies(w http.ResponseWriter, r *http.Request) {
 		priors[rows[i].UID+"\x00"+rows[i].Type] = &rows[i]
 	}
 	// Both sets evaluate under the request: a client that goes away stops
-	// the work (each condition is also bounded by the cost limit).
-	cur := a.cfg.Policies.Current().WithContext(ctx)
+	// the work, and all evaluations together are charged to one budget
+	// (each condition is also bounded by the cost limit).
+	budget := policies.NewBudget(a.cfg.SimulateCostLimit)
+	ectx := policies.WithBudget(ctx, budget)
+	cur := a.cfg.Policies.Current().WithContext(ectx)
 	out := SimulateResult{Candidate: DescribePolicySet(next), Agents: []Simulated{}}
-	next = next.WithContext(ctx)
+	next = next.WithContext(ectx)
 	now := a.cfg.Clock()
 	for _, ag := range agents {
 		if err := ctx.Err(); err != nil {
 			a.log.Info("policy simulation abandoned by its client", "err", err)
+			return
+		}
+		if budget.Exhausted() {
+			writeError(w, http.StatusUnprocessableEntity, "simulation stopped after %d of %d agents: its CEL evaluations together cost over %d (policies.simulate_cost_limit); simplify the rules",
+				len(out.Agents), len(agents), a.cfg.SimulateCostLimit)
 			return
 		}
 		pa := opamp.PolicyAgent(ag)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/trustamp/trustamp/policies"
+	"github.com/trustamp/trustamp/storage/state"
 )
 
 // livePolicies is a Policies holding a fixed set.
@@ -52,5 +53,35 @@ func TestSimulateRefusesExpensiveCondition(t *testing.T) {
 	}
 	if w := do(a, http.MethodPost, "/api/v1/policies/simulate", auditor, string(body)); w.Code != http.StatusOK {
 		t.Fatalf("a cheap condition under the default limit: %d %s", w.Code, w.Body)
+	}
+}
+
+// TestSimulateCostBudget: a simulation is bounded as a whole, not only per
+// condition: many agents times many cheap rules stops at
+// policies.simulate_cost_limit with 422.
+func TestSimulateCostBudget(t *testing.T) {
+	base, _, s := newAPI(t)
+	ctx := context.Background()
+	for _, uid := range []string{"a1", "a2", "a3"} {
+		if err := s.Update(ctx, func(tx *state.Tx) error {
+			return tx.PutAgent(ctx, state.Agent{UID: uid, Labels: map[string]string{"env": "prod"}})
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := base.cfg
+	cfg.Policies = livePolicies{set: &policies.Set{}}
+	cfg.SimulateCostLimit = 5
+	auditor := roleToken(t, s, RoleAuditor)
+	file := "rules:\n  - name: scan\n    kind: certificate_profile\n    when: 'agent.labels.exists(k, k == \"nope\")'\n    profile: default\n"
+	body, _ := json.Marshal(SimulateRequest{Files: map[string]string{"p.yaml": file}})
+	w := do(New(cfg), http.MethodPost, "/api/v1/policies/simulate", auditor, string(body))
+	if w.Code != http.StatusUnprocessableEntity || !strings.Contains(w.Body.String(), "policies.simulate_cost_limit") {
+		t.Fatalf("%d %s, want 422 naming policies.simulate_cost_limit", w.Code, w.Body)
+	}
+	cfg.SimulateCostLimit = 0 // the default
+	if w := do(New(cfg), http.MethodPost, "/api/v1/policies/simulate", auditor, string(body)); w.Code != http.StatusOK ||
+		!strings.Contains(w.Body.String(), `"uid": "a3"`) {
+		t.Fatalf("under the default budget: %d %s", w.Code, w.Body)
 	}
 }

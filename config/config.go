@@ -336,6 +336,11 @@ type Policies struct {
 	// MaxExpressionNesting bounds how deeply a CEL condition nests
 	// (parentheses, calls, comprehensions). Zero means 32.
 	MaxExpressionNesting int `yaml:"max_expression_nesting"`
+	// SimulateCostLimit bounds all the CEL evaluations of one `policy
+	// simulate` request together (every agent, current and candidate
+	// rules); a simulation that reaches it is refused with 422. Zero means
+	// 10000000.
+	SimulateCostLimit uint64 `yaml:"simulate_cost_limit"`
 }
 
 // Packages configures how releases are offered to agents.

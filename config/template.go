@@ -159,6 +159,9 @@ policies:
   # max_expression_size: 4096
   # Deepest nesting of a condition (parentheses, calls). Default (0): 32.
   # max_expression_nesting: 32
+  # Bound on all the CEL evaluations of one policy simulate request together
+  # (every agent, current and candidate rules). Default (0): 10000000.
+  # simulate_cost_limit: 10000000
 
 crl:
   # Validity window of each CRL; a new one is made on every revocation and at

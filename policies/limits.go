@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"sync/atomic"
 
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/checker"
@@ -24,7 +26,15 @@ const (
 	DefaultMaxExpressionSize = 4096
 	// DefaultMaxExpressionNesting is Limits.MaxExpressionNesting's default.
 	DefaultMaxExpressionNesting = 32
+	// DefaultSimulateCostLimit bounds all evaluations of one policy
+	// simulation together (policies.simulate_cost_limit): 100 times the
+	// default cost limit, enough for 10,000 agents against sets of
+	// hundreds of ordinary rules.
+	DefaultSimulateCostLimit = 100 * DefaultCostLimit
 )
+
+// errBudgetSpent is an evaluation refused because its Budget is spent.
+var errBudgetSpent = fmt.Errorf("%w: the request's cost budget is spent", ErrTooExpensive)
 
 // What the cost estimator assumes of the values rules read from agents,
 // certificates, releases and events: sizes the server bounds where it takes
@@ -131,11 +141,45 @@ func (sizeEstimator) EstimateCallCost(string, string, *checker.AstNode, []checke
 	return nil
 }
 
+// Budget bounds the total cost of many evaluations, such as all those of
+// one `policy simulate` request (every agent, both sets): each evaluation is
+// bounded by the cost limit, but a request can ask for many. Attach it to a
+// context with WithBudget; evaluations under an exhausted budget fail.
+type Budget struct {
+	left atomic.Int64
+}
+
+// NewBudget returns a budget of n cost units.
+func NewBudget(n uint64) *Budget {
+	b := &Budget{}
+	b.left.Store(int64(min(n, math.MaxInt64)))
+	return b
+}
+
+// Exhausted reports whether the budget is spent.
+func (b *Budget) Exhausted() bool { return b.left.Load() <= 0 }
+
+type budgetKey struct{}
+
+// WithBudget returns ctx carrying b: every evaluation under it (Set.WithContext)
+// is charged to b, and fails once b is spent.
+func WithBudget(ctx context.Context, b *Budget) context.Context {
+	return context.WithValue(ctx, budgetKey{}, b)
+}
+
 // evalBool runs a program under ctx and reports its boolean result; a
-// non-boolean is false. An evaluation over the cost limit or interrupted
-// by ctx is an error.
+// non-boolean is false. An evaluation over the cost limit, under an
+// exhausted Budget, or interrupted by ctx is an error.
 func evalBool(ctx context.Context, p cel.Program, vars map[string]any) (bool, error) {
-	out, _, err := p.ContextEval(ctx, vars)
+	budget, _ := ctx.Value(budgetKey{}).(*Budget)
+	if budget != nil && budget.Exhausted() {
+		return false, errBudgetSpent
+	}
+	out, det, err := p.ContextEval(ctx, vars)
+	if budget != nil && det != nil && det.ActualCost() != nil {
+		// Charged also when the evaluation stopped at the cost limit.
+		budget.left.Add(-int64(min(*det.ActualCost(), math.MaxInt64)))
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return false, fmt.Errorf("policies: evaluation cancelled: %w", context.Cause(ctx))
@@ -145,8 +189,8 @@ func evalBool(ctx context.Context, p cel.Program, vars map[string]any) (bool, er
 		}
 		return false, err
 	}
-	b, ok := out.Value().(bool)
-	return ok && b, nil
+	v, ok := out.Value().(bool)
+	return ok && v, nil
 }
 
 // isCostError reports whether err is cel-go's "actual cost limit exceeded".

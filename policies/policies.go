@@ -434,6 +434,9 @@ func (s *Set) first(kind string, vars map[string]any, keep func(*Rule) bool) *Ru
 			return nil // the caller is gone; its answer no longer matters
 		}
 		ok, err := evalBool(ctx, r.when, vars)
+		if errors.Is(err, errBudgetSpent) {
+			return nil // the caller's budget, not the rule's fault
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				r.evalErrors.Add(1) // a cancelled caller is not the rule's fault

@@ -170,7 +170,7 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 	admin := api.New(api.Config{Store: d.Store, Audit: auditLog, CA: listenerCert, Destinations: destNames,
 		Revocations: revocations, Releases: releases,
 		Policies: pol, Targets: releases, CheckPolicies: op.CheckPolicies, DefaultProfile: certs.Profile,
-		PolicyLimits: policyLimits(d.Config.Policies),
+		PolicyLimits: policyLimits(d.Config.Policies), SimulateCostLimit: d.Config.Policies.SimulateCostLimit,
 		MaxBodyBytes: d.Config.Admin.MaxBodyBytes, MaxUploadBytes: d.Config.Admin.MaxUploadBytes,
 		Gatherer: reg, Logger: o.Logger, Clock: o.Clock})
 	srv, err := New(Config{
