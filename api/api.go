@@ -23,12 +23,12 @@ import (
 	"github.com/trustamp/trustamp/tokens"
 )
 
-// Roles an admin token can hold.
+// Roles an admin token can hold (see the tokens package).
 const (
-	RoleAdmin    = "admin"
-	RoleSecurity = "security"
-	RoleRelease  = "release"
-	RoleAuditor  = "auditor"
+	RoleAdmin    = tokens.RoleAdmin
+	RoleSecurity = tokens.RoleSecurity
+	RoleRelease  = tokens.RoleRelease
+	RoleAuditor  = tokens.RoleAuditor
 )
 
 // Config wires the API.
@@ -52,11 +52,27 @@ type Config struct {
 	Targets        Targets
 	CheckPolicies  func(*policies.Set) error
 	DefaultProfile string
+	// PolicyLimits bound the candidate policies of a simulation like the
+	// live ones (the same limits: a set that simulates is a set that
+	// loads). The zero value is the defaults.
+	PolicyLimits policies.Limits
+	// SimulateCostLimit bounds all the CEL evaluations of one simulation
+	// together (policies.simulate_cost_limit); a simulation that reaches
+	// it is answered 422. Zero means policies.DefaultSimulateCostLimit.
+	SimulateCostLimit uint64
 	// Destinations are the configured certificate destinations besides
 	// "opamp", which rotations may name.
 	Destinations []string
 	// Gatherer serves /metrics. Nil means no /metrics route.
 	Gatherer prometheus.Gatherer
+	// MaxBodyBytes bounds a JSON request body (admin.max_body_bytes): a
+	// larger one is refused with 413 before it is read further. Zero means
+	// DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// MaxUploadBytes bounds a package artifact uploaded to
+	// POST /api/v1/packages (admin.max_upload_bytes). Zero means
+	// DefaultMaxUploadBytes.
+	MaxUploadBytes int64
 	// Logger receives logs. Nil means slog.Default().
 	Logger *slog.Logger
 	// Clock returns the current time. Nil means time.Now.
@@ -65,9 +81,10 @@ type Config struct {
 
 // API serves the admin endpoints.
 type API struct {
-	cfg Config
-	log *slog.Logger
-	mux *http.ServeMux
+	cfg    Config
+	log    *slog.Logger
+	mux    *http.ServeMux
+	tokens *tokens.Service
 }
 
 // New builds the handler.
@@ -78,12 +95,28 @@ func New(cfg Config) *API {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
-	a := &API{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	if cfg.SimulateCostLimit == 0 {
+		cfg.SimulateCostLimit = policies.DefaultSimulateCostLimit
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.MaxUploadBytes <= 0 {
+		cfg.MaxUploadBytes = DefaultMaxUploadBytes
+	}
+	a := &API{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(),
+		tokens: tokens.NewService(tokens.ServiceConfig{Store: cfg.Store, Audit: cfg.Audit, Clock: cfg.Clock})}
 	all := []string{RoleAdmin, RoleSecurity, RoleRelease, RoleAuditor}
 	a.mux.Handle("GET /api/v1/agents", a.auth(a.listAgents, all...))
 	a.mux.Handle("GET /api/v1/agents/{uid}", a.auth(a.getAgent, all...))
 	a.mux.Handle("POST /api/v1/tokens", a.auth(a.createToken, RoleAdmin, RoleSecurity))
-	a.mux.Handle("POST /api/v1/admin-tokens", a.auth(a.createAdminToken, RoleAdmin))
+	a.mux.Handle("GET /api/v1/tokens", a.auth(a.listTokens, RoleAdmin, RoleSecurity, RoleAuditor))
+	a.mux.Handle("POST /api/v1/tokens/{id}/revoke", a.auth(a.revokeToken, RoleAdmin, RoleSecurity))
+	// Which role may mint or revoke which is the token service's rule
+	// (admin never mints security tokens).
+	a.mux.Handle("POST /api/v1/admin-tokens", a.auth(a.createAdminToken, RoleAdmin, RoleSecurity))
+	a.mux.Handle("GET /api/v1/admin-tokens", a.auth(a.listAdminTokens, RoleAdmin, RoleSecurity, RoleAuditor))
+	a.mux.Handle("POST /api/v1/admin-tokens/{id}/revoke", a.auth(a.revokeAdminToken, RoleAdmin, RoleSecurity))
 	a.mux.Handle("GET /api/v1/certificates", a.auth(a.listCertificates, all...))
 	a.mux.Handle("POST /api/v1/rotations", a.auth(a.createRotation, RoleAdmin, RoleSecurity))
 	a.mux.Handle("GET /api/v1/rotations/{id}", a.auth(a.getRotation, all...))

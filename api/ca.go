@@ -45,6 +45,9 @@ func caCert(c *x509.Certificate) CACert {
 // keys change first (resumably); the audit entry follows in its own
 // transaction, since files cannot join the database's.
 func (a *API) rotateIntermediate(w http.ResponseWriter, r *http.Request) {
+	if !a.noBody(w, r) {
+		return
+	}
 	if a.cfg.CA == nil {
 		writeError(w, http.StatusNotImplemented, "this server has no CA to roll over")
 		return
@@ -74,6 +77,9 @@ func (a *API) rotateIntermediate(w http.ResponseWriter, r *http.Request) {
 // rotateRoot: POST /api/v1/ca/rotate-root, or with ?finish=true the end of
 // the overlap.
 func (a *API) rotateRoot(w http.ResponseWriter, r *http.Request) {
+	if !a.noBody(w, r) {
+		return
+	}
 	if a.cfg.CA == nil {
 		writeError(w, http.StatusNotImplemented, "this server has no CA to roll over")
 		return

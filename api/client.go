@@ -72,6 +72,30 @@ func (c *Client) Agent(ctx context.Context, uid string) (Agent, error) {
 	return out, c.do(ctx, http.MethodGet, "/api/v1/agents/"+url.PathEscape(uid), nil, &out)
 }
 
+// Tokens lists the enrollment tokens (never their secrets).
+func (c *Client) Tokens(ctx context.Context) ([]EnrollmentToken, error) {
+	var out []EnrollmentToken
+	return out, c.do(ctx, http.MethodGet, "/api/v1/tokens", nil, &out)
+}
+
+// RevokeToken revokes an enrollment token by id.
+func (c *Client) RevokeToken(ctx context.Context, id, note string) (EnrollmentToken, error) {
+	var out EnrollmentToken
+	return out, c.do(ctx, http.MethodPost, "/api/v1/tokens/"+url.PathEscape(id)+"/revoke", RevokeTokenRequest{Note: note}, &out)
+}
+
+// AdminTokens lists the admin tokens (never their secrets).
+func (c *Client) AdminTokens(ctx context.Context) ([]AdminToken, error) {
+	var out []AdminToken
+	return out, c.do(ctx, http.MethodGet, "/api/v1/admin-tokens", nil, &out)
+}
+
+// RevokeAdminToken revokes an admin token by id.
+func (c *Client) RevokeAdminToken(ctx context.Context, id, note string) (AdminToken, error) {
+	var out AdminToken
+	return out, c.do(ctx, http.MethodPost, "/api/v1/admin-tokens/"+url.PathEscape(id)+"/revoke", RevokeTokenRequest{Note: note}, &out)
+}
+
 // CreateToken mints an enrollment token.
 func (c *Client) CreateToken(ctx context.Context, req TokenRequest) (TokenResponse, error) {
 	var out TokenResponse

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"io"
 	"net/http"
 	"time"
@@ -69,7 +70,7 @@ type YankRequest struct {
 
 func (a *API) addPublisher(w http.ResponseWriter, r *http.Request) {
 	var req PublisherRequest
-	if !decodeBody(w, r, &req) {
+	if !a.decodeBody(w, r, &req) {
 		return
 	}
 	p, err := a.cfg.Releases.AddPublisher(r.Context(), req.Name, []byte(req.PublicKey), req.Types, principal(r.Context()).Actor())
@@ -100,13 +101,23 @@ func (a *API) listPublishers(w http.ResponseWriter, r *http.Request) {
 // the Trustamp-Signature-Bundle header.
 func (a *API) publish(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	if r.ContentLength > a.cfg.MaxUploadBytes {
+		writeError(w, http.StatusRequestEntityTooLarge, "artifact of %d bytes is larger than %d bytes (admin.max_upload_bytes)", r.ContentLength, a.cfg.MaxUploadBytes)
+		return
+	}
 	bundle, err := base64.StdEncoding.DecodeString(r.Header.Get(SignatureHeader))
 	if err != nil || len(bundle) == 0 {
 		writeError(w, http.StatusBadRequest, "header %s: the release's Sigstore bundle, base64", SignatureHeader)
 		return
 	}
 	rel, err := a.cfg.Releases.Publish(r.Context(), release.Publish{Type: q.Get("type"), Version: q.Get("version"),
-		Platform: q.Get("platform"), Bundle: bundle, Size: r.ContentLength, Actor: principal(r.Context()).Actor()}, r.Body)
+		Platform: q.Get("platform"), Bundle: bundle, Size: r.ContentLength, Actor: principal(r.Context()).Actor()},
+		http.MaxBytesReader(w, r.Body, a.cfg.MaxUploadBytes))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		writeError(w, http.StatusRequestEntityTooLarge, "artifact larger than %d bytes (admin.max_upload_bytes)", a.cfg.MaxUploadBytes)
+		return
+	}
 	if a.releaseError(w, "publish", err) {
 		return
 	}
@@ -128,7 +139,7 @@ func (a *API) listPackages(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) yank(w http.ResponseWriter, r *http.Request) {
 	var req YankRequest
-	if !decodeBody(w, r, &req) {
+	if !a.decodeBody(w, r, &req) {
 		return
 	}
 	rs, err := a.cfg.Releases.Yank(r.Context(), r.PathValue("type"), r.PathValue("version"), req.Reason, principal(r.Context()).Actor())
@@ -193,7 +204,7 @@ type Rollout struct {
 
 func (a *API) promote(w http.ResponseWriter, r *http.Request) {
 	var req PromoteRequest
-	if !decodeBody(w, r, &req) {
+	if !a.decodeBody(w, r, &req) {
 		return
 	}
 	p, err := a.cfg.Releases.Promote(r.Context(), r.PathValue("type"), r.PathValue("version"), req.Labels, principal(r.Context()).Actor())

@@ -68,6 +68,9 @@ func (a *API) getPolicies(w http.ResponseWriter, r *http.Request) {
 // reloadPolicies reads the policy directory again. A set that does not
 // load is 422 with the file, line and error; the previous set stays.
 func (a *API) reloadPolicies(w http.ResponseWriter, r *http.Request) {
+	if !a.noBody(w, r) {
+		return
+	}
 	set, changed, err := a.cfg.Policies.Reload(r.Context(), principal(r.Context()).Actor())
 	if errors.Is(err, policies.ErrRefused) {
 		writeError(w, http.StatusUnprocessableEntity, "%v (the previous policies stay in force)", err)
@@ -125,14 +128,14 @@ type SimulateResult struct {
 // registry and the policies in force, changing nothing.
 func (a *API) simulatePolicies(w http.ResponseWriter, r *http.Request) {
 	var req SimulateRequest
-	if !decodeBody(w, r, &req) {
+	if !a.decodeBody(w, r, &req) {
 		return
 	}
 	files := make(map[string][]byte, len(req.Files))
 	for name, content := range req.Files {
 		files[name] = []byte(content)
 	}
-	next, err := policies.Compile(files)
+	next, err := a.cfg.PolicyLimits.Compile(files)
 	if err == nil && a.cfg.CheckPolicies != nil {
 		err = a.cfg.CheckPolicies(next)
 	}
@@ -160,10 +163,25 @@ func (a *API) simulatePolicies(w http.ResponseWriter, r *http.Request) {
 	for i := range rows {
 		priors[rows[i].UID+"\x00"+rows[i].Type] = &rows[i]
 	}
-	cur := a.cfg.Policies.Current()
+	// Both sets evaluate under the request: a client that goes away stops
+	// the work, and all evaluations together are charged to one budget
+	// (each condition is also bounded by the cost limit).
+	budget := policies.NewBudget(a.cfg.SimulateCostLimit)
+	ectx := policies.WithBudget(ctx, budget)
+	cur := a.cfg.Policies.Current().WithContext(ectx)
 	out := SimulateResult{Candidate: DescribePolicySet(next), Agents: []Simulated{}}
+	next = next.WithContext(ectx)
 	now := a.cfg.Clock()
 	for _, ag := range agents {
+		if err := ctx.Err(); err != nil {
+			a.log.Info("policy simulation abandoned by its client", "err", err)
+			return
+		}
+		if budget.Exhausted() {
+			writeError(w, http.StatusUnprocessableEntity, "simulation stopped after %d of %d agents: its CEL evaluations together cost over %d (policies.simulate_cost_limit); simplify the rules",
+				len(out.Agents), len(agents), a.cfg.SimulateCostLimit)
+			return
+		}
 		pa := opamp.PolicyAgent(ag)
 		ra := release.AgentFrom(pa)
 		prior := priors[ag.UID+"\x00"+ra.Type]

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"time"
@@ -67,7 +66,7 @@ func quarantineView(q state.Quarantine) *Quarantine {
 // are closed on this replica and the CRL lists it.
 func (a *API) createRevocation(w http.ResponseWriter, r *http.Request) {
 	var req RevocationRequest
-	if !decodeBody(w, r, &req) {
+	if !a.decodeBody(w, r, &req) {
 		return
 	}
 	if len(req.UIDs) > 0 && len(req.Labels) > 0 {
@@ -105,7 +104,7 @@ func (a *API) createRevocation(w http.ResponseWriter, r *http.Request) {
 // undoRevocation: POST /api/v1/revocations/undo (certificateHold only).
 func (a *API) undoRevocation(w http.ResponseWriter, r *http.Request) {
 	var req UndoRequest
-	if !decodeBody(w, r, &req) {
+	if !a.decodeBody(w, r, &req) {
 		return
 	}
 	rev, err := a.cfg.Revocations.Undo(r.Context(), req.Serial, principal(r.Context()).Actor(), req.Note)
@@ -118,7 +117,7 @@ func (a *API) undoRevocation(w http.ResponseWriter, r *http.Request) {
 // releaseAgent: POST /api/v1/agents/{uid}/release (role security).
 func (a *API) releaseAgent(w http.ResponseWriter, r *http.Request) {
 	var req ReleaseRequest
-	if !decodeBody(w, r, &req) {
+	if !a.decodeBody(w, r, &req) {
 		return
 	}
 	q, err := a.cfg.Revocations.Release(r.Context(), r.PathValue("uid"), principal(r.Context()).Actor(), req.Note)
@@ -201,15 +200,5 @@ func (a *API) domainError(w http.ResponseWriter, what string, err error, unavail
 	}
 	a.log.Error(what, "err", err)
 	writeError(w, http.StatusServiceUnavailable, "%s failed: %s", what, unavailable)
-	return true
-}
-
-func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<20))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		writeError(w, http.StatusBadRequest, "body: %v", err)
-		return false
-	}
 	return true
 }

@@ -56,7 +56,7 @@ type RotationView struct {
 // batch's rate.
 func (a *API) createRotation(w http.ResponseWriter, r *http.Request) {
 	var req RotationRequest
-	if !decodeBody(w, r, &req) {
+	if !a.decodeBody(w, r, &req) {
 		return
 	}
 	chosen := 0

@@ -2,12 +2,9 @@ package api
 
 import (
 	"encoding/hex"
-	"encoding/json"
 	"net/http"
-	"regexp"
 	"time"
 
-	"github.com/trustamp/trustamp/audit"
 	"github.com/trustamp/trustamp/storage/state"
 	"github.com/trustamp/trustamp/tokens"
 )
@@ -31,73 +28,98 @@ type TokenResponse struct {
 	Labels    map[string]string `json:"labels"`
 }
 
-const (
-	maxTokenTTL  = 30 * 24 * time.Hour
-	maxTokenUses = 1_000_000
-)
+// EnrollmentToken is an enrollment token as listed: never its secret or
+// the secret's hash.
+type EnrollmentToken struct {
+	ID        string            `json:"id"`
+	Labels    map[string]string `json:"labels"`
+	CreatedAt time.Time         `json:"created_at"`
+	CreatedBy string            `json:"created_by"`
+	ExpiresAt time.Time         `json:"expires_at"`
+	MaxUses   int               `json:"max_uses"`
+	Used      int               `json:"used"`
+	UsesLeft  int               `json:"uses_left"`
+	// State is active, used_up, expired or revoked.
+	State     string     `json:"state"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	RevokedBy string     `json:"revoked_by,omitempty"`
+}
 
-var labelPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$`)
+func enrollmentTokenView(t state.EnrollmentToken, now time.Time) EnrollmentToken {
+	out := EnrollmentToken{ID: t.ID, Labels: t.Labels, CreatedAt: t.CreatedAt, CreatedBy: t.CreatedBy, ExpiresAt: t.ExpiresAt,
+		MaxUses: t.MaxUses, Used: t.Uses, UsesLeft: max(t.MaxUses-t.Uses, 0), State: "active", RevokedBy: t.RevokedBy}
+	if out.Labels == nil {
+		out.Labels = map[string]string{}
+	}
+	switch {
+	case !t.RevokedAt.IsZero():
+		out.State, out.RevokedAt = "revoked", &t.RevokedAt
+	case !now.Before(t.ExpiresAt):
+		out.State = "expired"
+	case t.Uses >= t.MaxUses:
+		out.State = "used_up"
+	}
+	return out
+}
 
-// createToken: POST /api/v1/tokens. The token is stored hashed and its
-// creation audited in the same transaction.
+// RevokeTokenRequest is the body of POST /api/v1/tokens/{id}/revoke and
+// POST /api/v1/admin-tokens/{id}/revoke.
+type RevokeTokenRequest struct {
+	Note string `json:"note,omitempty"`
+}
+
+// createToken: POST /api/v1/tokens. The service stores the token hashed
+// and audits its creation in the same transaction.
 func (a *API) createToken(w http.ResponseWriter, r *http.Request) {
 	var req TokenRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "body: %v", err)
+	if !a.decodeBody(w, r, &req) {
 		return
 	}
-	ttl := time.Hour
+	var ttl time.Duration
 	if req.TTL != "" {
 		d, err := time.ParseDuration(req.TTL)
-		if err != nil || d <= 0 || d > maxTokenTTL {
-			writeError(w, http.StatusBadRequest, "ttl %q: want a positive duration up to %s", req.TTL, maxTokenTTL)
+		if err != nil || d <= 0 {
+			writeError(w, http.StatusBadRequest, "ttl %q: want a positive duration up to %s", req.TTL, tokens.MaxEnrollmentTTL)
 			return
 		}
 		ttl = d
 	}
-	if req.Uses == 0 {
-		req.Uses = 1
-	}
-	if req.Uses < 0 || req.Uses > maxTokenUses {
-		writeError(w, http.StatusBadRequest, "uses %d: want 1 to %d", req.Uses, maxTokenUses)
-		return
-	}
-	for k, v := range req.Labels {
-		if !labelPattern.MatchString(k) || len(v) > 256 {
-			writeError(w, http.StatusBadRequest, "label %q: keys are letters, digits and ._/- (max 63), values at most 256 bytes", k)
-			return
-		}
-	}
-	tok, err := tokens.New(tokens.EnrollPrefix)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, "mint token: %v", err)
-		return
-	}
-	p := principal(r.Context())
-	now := a.cfg.Clock()
-	rec := state.EnrollmentToken{ID: tok.ID, Hash: tok.Hash, Labels: req.Labels, MaxUses: req.Uses,
-		ExpiresAt: now.Add(ttl), CreatedAt: now, CreatedBy: p.Actor()}
-	err = a.cfg.Store.Update(r.Context(), func(tx *state.Tx) error {
-		if err := tx.InsertEnrollmentToken(r.Context(), rec); err != nil {
-			return err
-		}
-		_, err := a.cfg.Audit.Append(r.Context(), tx, audit.Record{
-			Actor: p.Actor(), Action: "enroll_token.create", Subject: tok.ID,
-			Details: map[string]any{"uses": req.Uses, "expires_at": rec.ExpiresAt.Format(time.RFC3339), "labels": rec.Labels},
-		})
-		return err
-	})
-	if err != nil {
-		a.log.Error("create enrollment token", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "state store unavailable")
+	tok, rec, err := a.tokens.CreateEnrollment(r.Context(), tokens.EnrollmentRequest{TTL: ttl, Uses: req.Uses, Labels: req.Labels,
+		Actor: principal(r.Context()).Actor()})
+	if a.tokenError(w, "create enrollment token", err) {
 		return
 	}
 	if rec.Labels == nil {
 		rec.Labels = map[string]string{}
 	}
-	writeJSON(w, http.StatusCreated, TokenResponse{ID: tok.ID, Token: tok.Secret, ExpiresAt: rec.ExpiresAt, Uses: req.Uses, Labels: rec.Labels})
+	writeJSON(w, http.StatusCreated, TokenResponse{ID: tok.ID, Token: tok.Secret, ExpiresAt: rec.ExpiresAt, Uses: rec.MaxUses, Labels: rec.Labels})
+}
+
+// listTokens: GET /api/v1/tokens.
+func (a *API) listTokens(w http.ResponseWriter, r *http.Request) {
+	ts, err := a.tokens.Enrollments(r.Context())
+	if a.tokenError(w, "list enrollment tokens", err) {
+		return
+	}
+	now := a.cfg.Clock()
+	out := make([]EnrollmentToken, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, enrollmentTokenView(t, now))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// revokeToken: POST /api/v1/tokens/{id}/revoke.
+func (a *API) revokeToken(w http.ResponseWriter, r *http.Request) {
+	var req RevokeTokenRequest
+	if !a.decodeBody(w, r, &req) {
+		return
+	}
+	t, err := a.tokens.RevokeEnrollment(r.Context(), r.PathValue("id"), principal(r.Context()).Actor(), req.Note)
+	if a.tokenError(w, "revoke enrollment token", err) {
+		return
+	}
+	writeJSON(w, http.StatusOK, enrollmentTokenView(t, a.cfg.Clock()))
 }
 
 func hexString(b []byte) string { return hex.EncodeToString(b) }
@@ -118,45 +140,71 @@ type AdminTokenResponse struct {
 	Token string `json:"token"`
 }
 
-var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$`)
+// AdminToken is an admin token as listed: never its secret or its hash.
+type AdminToken struct {
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	Role      string     `json:"role"`
+	CreatedAt time.Time  `json:"created_at"`
+	CreatedBy string     `json:"created_by,omitempty"`
+	Revoked   bool       `json:"revoked"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	RevokedBy string     `json:"revoked_by,omitempty"`
+}
 
-// createAdminToken: POST /api/v1/admin-tokens (role admin). Separation of
-// duties needs tokens per role: a security token may release quarantines,
-// a release token publishes, an auditor token only reads reports.
+func adminTokenView(t state.AdminToken) AdminToken {
+	out := AdminToken{ID: t.ID, Name: t.Name, Role: t.Role, CreatedAt: t.CreatedAt, CreatedBy: t.CreatedBy,
+		Revoked: !t.RevokedAt.IsZero(), RevokedBy: t.RevokedBy}
+	if out.Revoked {
+		out.RevokedAt = &t.RevokedAt
+	}
+	return out
+}
+
+// createAdminToken: POST /api/v1/admin-tokens. Separation of duties needs
+// tokens per role; which role may mint which is the token service's rule
+// (tokens.MayMint): admin cannot mint security tokens.
 func (a *API) createAdminToken(w http.ResponseWriter, r *http.Request) {
 	var req AdminTokenRequest
-	if !decodeBody(w, r, &req) {
-		return
-	}
-	if !namePattern.MatchString(req.Name) {
-		writeError(w, http.StatusBadRequest, "name %q: letters, digits and ._@- (max 63)", req.Name)
-		return
-	}
-	switch req.Role {
-	case RoleAdmin, RoleSecurity, RoleRelease, RoleAuditor:
-	default:
-		writeError(w, http.StatusBadRequest, "role %q: want admin, security, release or auditor", req.Role)
-		return
-	}
-	tok, err := tokens.New(tokens.AdminPrefix)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, "mint token: %v", err)
+	if !a.decodeBody(w, r, &req) {
 		return
 	}
 	p := principal(r.Context())
-	err = a.cfg.Store.Update(r.Context(), func(tx *state.Tx) error {
-		if err := tx.InsertAdminToken(r.Context(), state.AdminToken{ID: tok.ID, Name: req.Name, Role: req.Role,
-			Hash: tok.Hash, CreatedAt: a.cfg.Clock()}); err != nil {
-			return err
-		}
-		_, err := a.cfg.Audit.Append(r.Context(), tx, audit.Record{Actor: p.Actor(), Action: "admin_token.create", Subject: tok.ID,
-			Details: map[string]any{"name": req.Name, "role": req.Role}})
-		return err
-	})
-	if err != nil {
-		a.log.Error("create admin token", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "state store unavailable")
+	tok, rec, err := a.tokens.CreateAdmin(r.Context(), tokens.AdminRequest{Name: req.Name, Role: req.Role, Actor: p.Actor(), ActorRole: p.Role})
+	if a.tokenError(w, "create admin token", err) {
 		return
 	}
-	writeJSON(w, http.StatusCreated, AdminTokenResponse{ID: tok.ID, Name: req.Name, Role: req.Role, Token: tok.Secret})
+	writeJSON(w, http.StatusCreated, AdminTokenResponse{ID: tok.ID, Name: rec.Name, Role: rec.Role, Token: tok.Secret})
+}
+
+// listAdminTokens: GET /api/v1/admin-tokens.
+func (a *API) listAdminTokens(w http.ResponseWriter, r *http.Request) {
+	ts, err := a.tokens.Admins(r.Context())
+	if a.tokenError(w, "list admin tokens", err) {
+		return
+	}
+	out := make([]AdminToken, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, adminTokenView(t))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// revokeAdminToken: POST /api/v1/admin-tokens/{id}/revoke.
+func (a *API) revokeAdminToken(w http.ResponseWriter, r *http.Request) {
+	var req RevokeTokenRequest
+	if !a.decodeBody(w, r, &req) {
+		return
+	}
+	p := principal(r.Context())
+	t, err := a.tokens.RevokeAdmin(r.Context(), r.PathValue("id"), p.Actor(), p.Role, req.Note)
+	if a.tokenError(w, "revoke admin token", err) {
+		return
+	}
+	writeJSON(w, http.StatusOK, adminTokenView(t))
+}
+
+func (a *API) tokenError(w http.ResponseWriter, what string, err error) bool {
+	return a.domainError(w, what, err, "state store unavailable",
+		errStatus{tokens.ErrInvalid, http.StatusBadRequest}, errStatus{tokens.ErrForbidden, http.StatusForbidden})
 }

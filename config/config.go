@@ -168,6 +168,12 @@ type Admin struct {
 	// Addr is the admin API's listen address. Empty means "127.0.0.1:4321":
 	// loopback, so the admin API is never exposed by accident.
 	Addr string `yaml:"addr"`
+	// MaxBodyBytes bounds a JSON request body on the admin API; a larger
+	// one is refused with 413 unread. Zero means 1 MiB.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxUploadBytes bounds a package artifact uploaded through the admin
+	// API (POST /api/v1/packages). Zero means 1 GiB.
+	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
 }
 
 // State selects and configures the state store.
@@ -318,6 +324,23 @@ type Policies struct {
 	// change. Empty means <data dir>/policies; a relative path is relative
 	// to the data dir.
 	Dir string `yaml:"dir"`
+	// CostLimit bounds one evaluation of one CEL condition, in CEL cost
+	// units (about one per value visited or byte copied): a rule whose
+	// estimated worst case is higher is refused when the files load, and
+	// an evaluation that reaches it at run time stops (no match). Zero
+	// means 100000.
+	CostLimit uint64 `yaml:"cost_limit"`
+	// MaxExpressionSize bounds a CEL condition's length in characters.
+	// Zero means 4096.
+	MaxExpressionSize int `yaml:"max_expression_size"`
+	// MaxExpressionNesting bounds how deeply a CEL condition nests
+	// (parentheses, calls, comprehensions). Zero means 32.
+	MaxExpressionNesting int `yaml:"max_expression_nesting"`
+	// SimulateCostLimit bounds all the CEL evaluations of one `policy
+	// simulate` request together (every agent, current and candidate
+	// rules); a simulation that reaches it is refused with 422. Zero means
+	// 10000000.
+	SimulateCostLimit uint64 `yaml:"simulate_cost_limit"`
 }
 
 // Packages configures how releases are offered to agents.
@@ -606,6 +629,12 @@ func (c *Config) Validate() error {
 		}
 	default:
 		return fmt.Errorf("state.driver: %q is not one of sqlite, postgres", c.State.Driver)
+	}
+	if c.Admin.MaxBodyBytes < 0 || c.Admin.MaxUploadBytes < 0 {
+		return fmt.Errorf("admin.max_body_bytes, admin.max_upload_bytes: must not be negative (0 means the default)")
+	}
+	if c.Policies.MaxExpressionSize < 0 || c.Policies.MaxExpressionNesting < 0 {
+		return fmt.Errorf("policies.max_expression_size, policies.max_expression_nesting: must not be negative (0 means the default)")
 	}
 	if c.State.SQLite.BusyTimeout < 0 {
 		return fmt.Errorf("state.sqlite.busy_timeout: must not be negative")

@@ -29,6 +29,12 @@ admin:
   # Listen address of the admin API. Keep it on loopback unless a TLS-terminating
   # proxy in front of it is the only way in.
   addr: "127.0.0.1:4321"
+  # Largest JSON request body, in bytes; a larger one is refused with 413
+  # unread. Default (0): 1 MiB.
+  # max_body_bytes: 1048576
+  # Largest package artifact uploaded with POST /api/v1/packages, in bytes.
+  # Default (0): 1 GiB.
+  # max_upload_bytes: 1073741824
 
 state:
   # sqlite (one replica) or postgres (several replicas sharing one database).
@@ -144,6 +150,18 @@ policies:
   # is refused and the previous policies stay in force. Empty means
   # <data dir>/policies; relative paths are relative to the data dir.
   dir: ""
+  # Bound on one evaluation of one CEL condition, in CEL cost units. A rule
+  # whose estimated worst case is higher is refused when the files load (and
+  # by policy simulate); an evaluation reaching it at run time stops and
+  # counts as no match. Default (0): 100000.
+  # cost_limit: 100000
+  # Longest condition, in characters. Default (0): 4096.
+  # max_expression_size: 4096
+  # Deepest nesting of a condition (parentheses, calls). Default (0): 32.
+  # max_expression_nesting: 32
+  # Bound on all the CEL evaluations of one policy simulate request together
+  # (every agent, current and candidate rules). Default (0): 10000000.
+  # simulate_cost_limit: 10000000
 
 crl:
   # Validity window of each CRL; a new one is made on every revocation and at

@@ -30,6 +30,7 @@ const (
 	reasonUnknownToken   = "unknown_token"
 	reasonTokenUsed      = "token_used"
 	reasonTokenExpired   = "token_expired"
+	reasonTokenRevoked   = "token_revoked"
 	reasonOverloaded     = "overloaded"
 	reasonImpersonation  = "impersonation"
 	reasonCSRRefused     = "csr_refused"
@@ -66,6 +67,8 @@ func (s *Server) onConnecting(r *http.Request) types.ConnectionResponse {
 		return s.refuse(r, reasonUnknownToken, errors.New("unknown enrollment token"))
 	case err != nil:
 		return s.unavailable(r, base, err)
+	case !tok.RevokedAt.IsZero():
+		return s.refuse(r, reasonTokenRevoked, fmt.Errorf("enrollment token %s was revoked at %s", tok.ID, tok.RevokedAt.Format(time.RFC3339)))
 	case tok.Uses >= tok.MaxUses:
 		return s.refuse(r, reasonTokenUsed, fmt.Errorf("enrollment token %s is used up", tok.ID))
 	case !s.cfg.Clock().Before(tok.ExpiresAt):

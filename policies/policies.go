@@ -16,6 +16,7 @@ package policies
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -157,11 +158,31 @@ type File struct {
 type Set struct {
 	Files []File
 	rules map[string][]*Rule // by kind, in evaluation order
+	// ctx interrupts evaluations (WithContext); nil means none.
+	ctx context.Context
 }
 
-// Load reads every *.yaml and *.yml file in dir (not recursively), by name.
-// A missing dir is an empty set.
-func Load(dir string) (*Set, error) {
+// WithContext returns the set bound to ctx: every condition the returned
+// set evaluates stops early, as no match, once ctx is done. The API binds a
+// set to its request so that a client that disconnects stops the work
+// (like http.Request.WithContext, the set itself is shared, not copied).
+// Evaluations outside a request need no context: the cost limit bounds each.
+func (s *Set) WithContext(ctx context.Context) *Set {
+	if s == nil {
+		return nil
+	}
+	out := *s
+	out.ctx = ctx
+	return &out
+}
+
+// Load reads every *.yaml and *.yml file in dir (not recursively), by name,
+// under the default Limits. A missing dir is an empty set.
+func Load(dir string) (*Set, error) { return Limits{}.Load(dir) }
+
+// Load reads every *.yaml and *.yml file in dir (not recursively), by name,
+// under l. A missing dir is an empty set.
+func (l Limits) Load(dir string) (*Set, error) {
 	files, err := ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return &Set{rules: map[string][]*Rule{}}, nil
@@ -169,7 +190,7 @@ func Load(dir string) (*Set, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Compile(files)
+	return l.Compile(files)
 }
 
 // ReadDir returns the contents of the policy files in dir by name: the
@@ -212,9 +233,15 @@ func (s *Set) Len() int {
 	return n
 }
 
-// Compile builds a Set from file contents by name.
-func Compile(files map[string][]byte) (*Set, error) {
-	envs, err := newEnvs()
+// Compile builds a Set from file contents by name under the default
+// Limits.
+func Compile(files map[string][]byte) (*Set, error) { return Limits{}.Compile(files) }
+
+// Compile builds a Set from file contents by name. A condition longer,
+// deeper or (by estimate) costlier than l allows refuses the whole set,
+// naming the rule and the limit.
+func (l Limits) Compile(files map[string][]byte) (*Set, error) {
+	envs, err := newEnvs(l.withDefaults())
 	if err != nil {
 		return nil, err
 	}
@@ -277,16 +304,20 @@ func parseFile(name string, b []byte) ([]*Rule, error) {
 
 // envs are the CEL environments per rule kind: each declares only what
 // that kind can see, so a profile rule that reads `release` fails to check.
-type envs map[string]*cel.Env
+// All share the limits.
+type envs struct {
+	kinds  map[string]*cel.Env
+	limits Limits
+}
 
-func newEnvs() (envs, error) {
+func newEnvs(l Limits) (envs, error) {
 	native := ext.NativeTypes(ext.ParseStructTags(true),
 		reflect.TypeOf(Agent{}), reflect.TypeOf(Cert{}), reflect.TypeOf(Release{}), reflect.TypeOf(Event{}))
 	obj := func(v string, t any) cel.EnvOption {
 		return cel.Variable(v, cel.ObjectType("policies."+reflect.TypeOf(t).Name()))
 	}
 	now := cel.Variable("now", cel.TimestampType)
-	out := envs{}
+	out := envs{kinds: map[string]*cel.Env{}, limits: l}
 	for kind, vars := range map[string][]cel.EnvOption{
 		KindCertificateProfile: {obj("agent", Agent{}), obj("cert", Cert{}), now},
 		KindPackageTarget:      {obj("agent", Agent{}), now},
@@ -294,24 +325,36 @@ func newEnvs() (envs, error) {
 		"rollout.agents":       {obj("agent", Agent{}), obj("release", Release{}), now},
 		KindAutoRevoke:         {obj("agent", Agent{}), obj("event", Event{}), now},
 	} {
-		e, err := cel.NewEnv(append([]cel.EnvOption{native, ext.Strings()}, vars...)...)
+		opts := append([]cel.EnvOption{native, ext.Strings()}, l.envOptions()...)
+		e, err := cel.NewEnv(append(opts, vars...)...)
 		if err != nil {
-			return nil, fmt.Errorf("policies: CEL environment: %w", err)
+			return envs{}, fmt.Errorf("policies: CEL environment: %w", err)
 		}
-		out[kind] = e
+		out.kinds[kind] = e
 	}
 	return out, nil
 }
 
+// program compiles expr for kind: parsed within the size and nesting
+// limits, type-checked, its estimated cost within the cost limit, and run
+// with the cost limit and interruptible.
 func (e envs) program(kind, expr string) (cel.Program, error) {
-	ast, iss := e[kind].Compile(expr)
+	if n := len([]rune(expr)); n > e.limits.MaxExpressionSize {
+		return nil, fmt.Errorf("%w: %d characters, over the limit of %d (policies.max_expression_size)",
+			ErrTooExpensive, n, e.limits.MaxExpressionSize)
+	}
+	env := e.kinds[kind]
+	ast, iss := env.Compile(expr)
 	if iss.Err() != nil {
 		return nil, iss.Err()
 	}
 	if ast.OutputType() != cel.BoolType {
 		return nil, fmt.Errorf("must be a bool expression, is %s", ast.OutputType())
 	}
-	return e[kind].Program(ast, cel.EvalOptions(cel.OptOptimize))
+	if err := e.limits.checkCost(env, ast); err != nil {
+		return nil, err
+	}
+	return env.Program(ast, e.limits.programOptions()...)
 }
 
 var revocationReasons = map[string]bool{"unspecified": true, "keyCompromise": true, "affiliationChanged": true,
@@ -324,7 +367,7 @@ func (r *Rule) compile(e envs) error {
 	if r.When == "" {
 		return errors.New("when is required (use `true` to match everything)")
 	}
-	if _, ok := e[r.Kind]; !ok || r.Kind == "rollout.agents" {
+	if _, ok := e.kinds[r.Kind]; !ok || r.Kind == "rollout.agents" {
 		return fmt.Errorf("kind %q is not one of %s, %s, %s, %s", r.Kind, KindCertificateProfile, KindPackageTarget, KindRollout, KindAutoRevoke)
 	}
 	var err error
@@ -379,13 +422,25 @@ func (s *Set) first(kind string, vars map[string]any, keep func(*Rule) bool) *Ru
 	if s == nil {
 		return nil
 	}
+	ctx := s.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	for _, r := range s.rules[kind] {
 		if keep != nil && !keep(r) {
 			continue
 		}
-		ok, err := eval(r.when, vars)
+		if ctx.Err() != nil {
+			return nil // the caller is gone; its answer no longer matters
+		}
+		ok, err := evalBool(ctx, r.when, vars)
+		if errors.Is(err, errBudgetSpent) {
+			return nil // the caller's budget, not the rule's fault
+		}
 		if err != nil {
-			r.evalErrors.Add(1)
+			if ctx.Err() == nil {
+				r.evalErrors.Add(1) // a cancelled caller is not the rule's fault
+			}
 			continue
 		}
 		if ok {
@@ -393,15 +448,6 @@ func (s *Set) first(kind string, vars map[string]any, keep func(*Rule) bool) *Ru
 		}
 	}
 	return nil
-}
-
-func eval(p cel.Program, vars map[string]any) (bool, error) {
-	out, _, err := p.Eval(vars)
-	if err != nil {
-		return false, err
-	}
-	b, ok := out.Value().(bool)
-	return ok && b, nil
 }
 
 // Profile picks the certificate profile for an agent's certificate; nil
@@ -479,7 +525,7 @@ func (r *Rule) Takes(a Agent, rel Release, now time.Time) bool {
 	if r.agents == nil {
 		return true
 	}
-	ok, err := eval(r.agents, map[string]any{"agent": a, "release": rel, "now": now})
+	ok, err := evalBool(context.Background(), r.agents, map[string]any{"agent": a, "release": rel, "now": now})
 	if err != nil {
 		r.evalErrors.Add(1)
 	}

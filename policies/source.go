@@ -22,6 +22,9 @@ type SourceConfig struct {
 	// configuration (a certificate_profile naming a profile that does not
 	// exist); an error refuses the set like a syntax error would.
 	Check func(*Set) error
+	// Limits bound the conditions' size, nesting and cost. The zero value
+	// is the defaults.
+	Limits Limits
 	// Accept runs before a changed set goes live, with who asked; an error
 	// (such as failing to audit the change) keeps the previous set. Nil
 	// means nothing to do.
@@ -115,7 +118,7 @@ func (s *Source) Reload(ctx context.Context, actor string) (*Set, bool, error) {
 }
 
 func (s *Source) load() (*Set, error) {
-	next, err := Load(s.cfg.Dir)
+	next, err := s.cfg.Limits.Load(s.cfg.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrRefused, err)
 	}

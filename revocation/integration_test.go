@@ -25,6 +25,7 @@ import (
 	"github.com/trustamp/trustamp/internal/servertest"
 	"github.com/trustamp/trustamp/loadgen"
 	"github.com/trustamp/trustamp/revocation"
+	"github.com/trustamp/trustamp/tokens"
 )
 
 // fleet is a running server with helpers to enroll and connect agents.
@@ -334,8 +335,18 @@ func waitReport(t *testing.T, f *fleet, c *api.Client, from time.Time, ok func(r
 }
 
 // client returns an admin API client holding a fresh token with role.
+// A security token is bootstrapped on the host, as an operator would: the
+// admin role may not mint one.
 func (f *fleet) client(role string) *api.Client {
 	f.t.Helper()
+	if role == api.RoleSecurity {
+		tok, _, err := tokens.NewService(tokens.ServiceConfig{Store: f.env.Dir.Store, Audit: audit.New(audit.Config{})}).
+			BootstrapSecurity(f.ctx, "test-security", "local:test")
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		return f.env.Admin.WithToken(tok.Secret)
+	}
 	tok, err := f.env.Admin.CreateAdminToken(f.ctx, api.AdminTokenRequest{Name: "test-" + role, Role: role})
 	if err != nil {
 		f.t.Fatal(err)

@@ -170,6 +170,8 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 	admin := api.New(api.Config{Store: d.Store, Audit: auditLog, CA: listenerCert, Destinations: destNames,
 		Revocations: revocations, Releases: releases,
 		Policies: pol, Targets: releases, CheckPolicies: op.CheckPolicies, DefaultProfile: certs.Profile,
+		PolicyLimits: policyLimits(d.Config.Policies), SimulateCostLimit: d.Config.Policies.SimulateCostLimit,
+		MaxBodyBytes: d.Config.Admin.MaxBodyBytes, MaxUploadBytes: d.Config.Admin.MaxUploadBytes,
 		Gatherer: reg, Logger: o.Logger, Clock: o.Clock})
 	srv, err := New(Config{
 		OpAMPAddr:          d.Config.OpAMP.Addr,
@@ -273,6 +275,7 @@ func openPolicies(ctx context.Context, d *datadir.Dir, auditLog *audit.Log, op *
 		return nil, fmt.Errorf("policies directory: %w", err)
 	}
 	src, err := policies.NewSource(ctx, policies.SourceConfig{Dir: dir, Check: op.CheckPolicies, Logger: log,
+		Limits: policyLimits(d.Config.Policies),
 		Accept: func(ctx context.Context, actor string, old, next *policies.Set) error {
 			return d.Store.Update(ctx, func(tx *state.Tx) error {
 				_, err := auditLog.Append(ctx, tx, audit.Record{Actor: actor, Action: "policy.load", Subject: dir,
@@ -286,6 +289,11 @@ func openPolicies(ctx context.Context, d *datadir.Dir, auditLog *audit.Log, op *
 		return nil, fmt.Errorf("policies in %s: %w", dir, err)
 	}
 	return src, nil
+}
+
+// policyLimits are the configured bounds on policy conditions.
+func policyLimits(c config.Policies) policies.Limits {
+	return policies.Limits{CostLimit: c.CostLimit, MaxExpressionSize: c.MaxExpressionSize, MaxExpressionNesting: c.MaxExpressionNesting}
 }
 
 func fileHashes(files []policies.File) map[string]string {

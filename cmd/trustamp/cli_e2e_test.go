@@ -100,6 +100,46 @@ func TestTokenAndAgentsCommands(t *testing.T) {
 	}
 }
 
+// TestTokenLifecycleCommands: token and admin-token list (table and -o
+// json, never a secret) and revoke; a revoked admin token is refused.
+func TestTokenLifecycleCommands(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	servertest.StartIn(t, dir, "")
+	secret, _, err := run(t, "token", "create", "--data", dir, "--uses", "1000", "--ttl", "720h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := run(t, "token", "list", "--data", dir, "-o", "json")
+	var ts []api.EnrollmentToken
+	if err != nil || json.Unmarshal([]byte(out), &ts) != nil || len(ts) != 1 || ts[0].UsesLeft != 1000 || strings.Contains(out, strings.TrimSpace(secret)) {
+		t.Fatalf("token list -o json: %v\n%s", err, out)
+	}
+	if _, stderr, err := run(t, "token", "revoke", ts[0].ID, "--note", "leaked", "--data", dir); err != nil || !strings.Contains(stderr, "revoked") {
+		t.Fatalf("token revoke: %v %s", err, stderr)
+	}
+	if out, _, err := run(t, "token", "list", "--data", dir); err != nil || !strings.Contains(out, ts[0].ID) || !strings.Contains(out, "revoked") {
+		t.Fatalf("token list: %v\n%s", err, out)
+	}
+	audTok, _, err := run(t, "admin-token", "create", "--name", "audrey", "--role", "auditor", "--data", dir, "-o", "json")
+	var aud api.AdminTokenResponse
+	if err != nil || json.Unmarshal([]byte(audTok), &aud) != nil {
+		t.Fatalf("admin-token create: %v %s", err, audTok)
+	}
+	if out, _, err := run(t, "admin-token", "list", "--data", dir); err != nil || !strings.Contains(out, aud.ID) || !strings.Contains(out, "auditor") ||
+		strings.Contains(out, aud.Token) {
+		t.Fatalf("admin-token list: %v\n%s", err, out)
+	}
+	if _, _, err := run(t, "agents", "list", "--data", dir, "--token", aud.Token); err != nil {
+		t.Fatalf("auditor before revocation: %v", err)
+	}
+	if _, _, err := run(t, "admin-token", "revoke", aud.ID, "--data", dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := run(t, "agents", "list", "--data", dir, "--token", aud.Token); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("revoked auditor token: %v, want 401", err)
+	}
+}
+
 func TestRevokeReleaseAndReportCommands(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	opampAddr := servertest.StartIn(t, dir, "").OpAMPAddr
@@ -132,9 +172,15 @@ func TestRevokeReleaseAndReportCommands(t *testing.T) {
 	if _, _, err := run(t, "agents", "release", uid, "--note", "rehired", "--data", dir); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Fatalf("release with the admin token: %v, want 403", err)
 	}
-	sec, _, err := run(t, "admin-token", "create", "--name", "alice", "--role", "security", "--data", dir)
+	// Separation of duties: admin cannot mint the role that lifts
+	// quarantines; the first security token comes from the host.
+	if _, _, err := run(t, "admin-token", "create", "--name", "alice", "--role", "security", "--data", dir); err == nil ||
+		!strings.Contains(err.Error(), "403") || !strings.Contains(err.Error(), "bootstrap-security") {
+		t.Fatalf("admin minting a security token: %v, want 403 naming bootstrap-security", err)
+	}
+	sec, _, err := run(t, "admin-token", "bootstrap-security", "--name", "alice", "--data", dir)
 	if err != nil || !strings.HasPrefix(sec, "tsa_") {
-		t.Fatalf("admin-token create: %v %q", err, sec)
+		t.Fatalf("admin-token bootstrap-security: %v %q", err, sec)
 	}
 	if _, _, err := run(t, "admin-token", "create", "--name", "bob", "--role", "root", "--data", dir); err == nil {
 		t.Fatal("admin-token create accepted role root")

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -181,6 +182,11 @@ func labelSelector(labels []string, selector string) (map[string]string, error) 
 		if !ok || k == "" {
 			return nil, fmt.Errorf("--label %q: want key=value", l)
 		}
+		if prev, dup := out[k]; dup && prev != v {
+			// Both must hold, and cannot: refusing beats acting on
+			// whichever came last (a revocation of the wrong agents).
+			return nil, fmt.Errorf("--label %q: label %s is already required to be %q; no agent can match both", l, k, prev)
+		}
 		if out == nil {
 			out = map[string]string{}
 		}
@@ -194,11 +200,21 @@ var selectorTerm = regexp.MustCompile(`^\s*labels\.([A-Za-z0-9][A-Za-z0-9._/-]*)
 // parseSelector reads label equality terms joined by &&, the subset of the
 // policy selector language the server can evaluate today.
 func parseSelector(s string) (map[string]string, error) {
+	if !utf8.ValidString(s) {
+		// CEL would read the invalid bytes as U+FFFD and mean another value.
+		return nil, fmt.Errorf("--selector: %q is not valid UTF-8", s)
+	}
 	out := map[string]string{}
 	for _, term := range strings.Split(s, "&&") {
 		m := selectorTerm.FindStringSubmatch(term)
 		if m == nil {
 			return nil, fmt.Errorf("--selector: %q is not labels.KEY == \"VALUE\" (only label equality joined by && is supported until policies land)", strings.TrimSpace(term))
+		}
+		if prev, dup := out[m[1]]; dup && prev != m[2] {
+			return nil, fmt.Errorf("--selector: labels.%s is required to be both %q and %q; no agent can match", m[1], prev, m[2])
+		}
+		if strings.Contains(m[2], `\`) {
+			return nil, fmt.Errorf("--selector: %q: escapes in label values are not supported (use --label KEY=VALUE)", strings.TrimSpace(term))
 		}
 		out[m[1]] = m[2]
 	}

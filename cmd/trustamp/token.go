@@ -56,12 +56,12 @@ enrolled agent's labels.`,
 	create.Flags().IntVar(&uses, "uses", 1, "how many agents may enroll with it")
 	create.Flags().StringArrayVar(&labels, "label", nil, "label k=v given to enrolled agents (repeatable)")
 	create.Flags().StringVarP(&output, "output", "o", "token", "output: token (the secret alone) or json")
-	cmd.AddCommand(create)
+	cmd.AddCommand(create, newTokenListCmd(g), newTokenRevokeCmd(g))
 	return cmd
 }
 
 func newAdminTokenCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "admin-token", Short: "Manage admin API tokens (role admin)"}
+	cmd := &cobra.Command{Use: "admin-token", Short: "Manage admin API tokens (roles admin and security)"}
 	var (
 		cf         clientFlags
 		name, role string
@@ -71,11 +71,16 @@ func newAdminTokenCmd(g *globals) *cobra.Command {
 		Use:   "create --name NAME --role ROLE",
 		Short: "Create an admin API token with a role (printed alone on stdout)",
 		Long: `create mints an admin API token for a person or a pipeline. Roles:
-  admin     everything, including creating tokens
-  security  revoke, undo holds, release quarantines, rotate, enrollment tokens
+  admin     runs the server; mints admin, release and auditor tokens
+  security  revoke, undo holds, release quarantines, rotate, enrollment
+            tokens; the only role that mints security tokens
   release   publish and manage packages
-  auditor   read-only: registry, certificates, reports
-The token is shown once and stored hashed; its creation is audited.`,
+  auditor   read-only: registry, certificates, reports, token listings
+admin may not mint security tokens (separation of duties: the role that runs
+the fleet cannot give itself the power to lift a quarantine); the first
+security token comes from 'trustamp admin-token bootstrap-security' on the
+server host. The token is shown once and stored hashed; its creation is
+audited.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output, "token", "json"); err != nil {
@@ -103,6 +108,6 @@ The token is shown once and stored hashed; its creation is audited.`,
 	create.Flags().StringVarP(&output, "output", "o", "token", "output: token (the secret alone) or json")
 	create.MarkFlagRequired("name")
 	create.MarkFlagRequired("role")
-	cmd.AddCommand(create)
+	cmd.AddCommand(create, newAdminTokenListCmd(g), newAdminTokenRevokeCmd(g), newAdminTokenBootstrapCmd(g))
 	return cmd
 }
