@@ -197,6 +197,30 @@ type OpAMPLimits struct {
 	PackageStatusSize int `yaml:"package_status_size"`
 }
 
+// defaultOpAMPLimits are opamp.Limits' defaults, spelled out for the
+// effective config.
+func defaultOpAMPLimits() OpAMPLimits {
+	return OpAMPLimits{MessageSize: 4 << 20, NestingDepth: 16, DescriptionAttributes: 512, DescriptionSize: 64 << 10,
+		HealthSize: 256 << 10, EffectiveConfigSize: 1 << 20, PackageStatuses: 256, PackageStatusSize: 4 << 10}
+}
+
+// fill sets zero fields from d.
+func (l *OpAMPLimits) fill(d OpAMPLimits) {
+	if l.MessageSize == 0 {
+		l.MessageSize = d.MessageSize
+	}
+	for _, f := range []struct {
+		v *int
+		d int
+	}{{&l.NestingDepth, d.NestingDepth}, {&l.DescriptionAttributes, d.DescriptionAttributes},
+		{&l.DescriptionSize, d.DescriptionSize}, {&l.HealthSize, d.HealthSize}, {&l.EffectiveConfigSize, d.EffectiveConfigSize},
+		{&l.PackageStatuses, d.PackageStatuses}, {&l.PackageStatusSize, d.PackageStatusSize}} {
+		if *f.v == 0 {
+			*f.v = f.d
+		}
+	}
+}
+
 // validate checks the limits' ranges. The upper bounds keep every stored
 // agent row under the state store's backstop (4 MiB and 128 levels of JSON
 // per field), whatever the agent sent.
@@ -435,7 +459,8 @@ func Default() Config {
 	return Config{
 		TrustDomain: "trustamp.local",
 		OpAMP: OpAMP{Addr: ":4320", ServerNames: defaultServerNames(),
-			HeartbeatInterval: 30 * time.Second, MaxConcurrentEnrollments: 256, ReplicaID: hostname()},
+			HeartbeatInterval: 30 * time.Second, MaxConcurrentEnrollments: 256, ReplicaID: hostname(),
+			EnrollTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second, Limits: defaultOpAMPLimits()},
 		Admin: Admin{Addr: "127.0.0.1:4321"},
 		State: State{
 			Driver:   "sqlite",
@@ -503,6 +528,13 @@ func (c *Config) applyDefaults() {
 		c.OpAMP.MaxConcurrentEnrollments = d.OpAMP.MaxConcurrentEnrollments
 	}
 	setString(&c.OpAMP.ReplicaID, d.OpAMP.ReplicaID)
+	if c.OpAMP.EnrollTimeout == 0 {
+		c.OpAMP.EnrollTimeout = d.OpAMP.EnrollTimeout
+	}
+	if c.OpAMP.ReadTimeout == 0 {
+		c.OpAMP.ReadTimeout = d.OpAMP.ReadTimeout
+	}
+	c.OpAMP.Limits.fill(d.OpAMP.Limits)
 	setString(&c.Admin.Addr, d.Admin.Addr)
 	setString(&c.State.Driver, d.State.Driver)
 	setString(&c.State.SQLite.Path, d.State.SQLite.Path)

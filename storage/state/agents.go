@@ -47,8 +47,9 @@ const (
 	MaxAgentJSONDepth = 128
 )
 
-// checkAgentJSON applies the backstop limits to one JSON field.
-func checkAgentJSON(uid, field string, b json.RawMessage) error {
+// CheckAgentJSON applies the backstop limits to one JSON field of an agent
+// row; readers use it too, for rows stored before the limits existed.
+func CheckAgentJSON(uid, field string, b json.RawMessage) error {
 	if len(b) > MaxAgentJSONBytes {
 		return fmt.Errorf("%w: agent %s %s is %d bytes, over %d", ErrTooLarge, uid, field, len(b), MaxAgentJSONBytes)
 	}
@@ -93,7 +94,7 @@ const agentColumns = `uid, labels, description, capabilities, health, effective_
 // It refuses (ErrTooLarge) a row whose JSON fields pass the backstop limits.
 func (tx *Tx) PutAgent(ctx context.Context, a Agent) error {
 	for field, b := range map[string]json.RawMessage{"description": a.Description, "health": a.Health, "package_statuses": a.PackageStatuses} {
-		if err := checkAgentJSON(a.UID, field, b); err != nil {
+		if err := CheckAgentJSON(a.UID, field, b); err != nil {
 			return err
 		}
 	}
