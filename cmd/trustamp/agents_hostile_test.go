@@ -55,6 +55,9 @@ func TestAgentsListSurvivesHostileRow(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &agents); err != nil || len(agents) != 2 {
 		t.Fatalf("agents list -o json: %d rows, %v", len(agents), err)
 	}
+	if agents[0].UID == agents[1].UID || agents[0].UID != uids[0] && agents[0].UID != uids[1] || agents[1].UID != uids[0] && agents[1].UID != uids[1] {
+		t.Fatalf("agents list -o json: rows %q and %q, want %v", agents[0].UID, agents[1].UID, uids)
+	}
 	for _, a := range agents {
 		if (a.UID == uids[0]) != (a.EncodeError != "") {
 			t.Fatalf("row %s: encode_error %q", a.UID, a.EncodeError)
