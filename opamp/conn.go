@@ -31,8 +31,8 @@ const serverCapabilities = uint64(protobufs.ServerCapabilities_ServerCapabilitie
 type connKind int
 
 const (
-	kindAgent      connKind = iota // mTLS: an enrolled agent, uid bound to its certificate
-	kindEnrolling                  // bearer token: may obtain its first certificate, nothing else
+	kindAgent     connKind = iota // mTLS: an enrolled agent, uid bound to its certificate
+	kindEnrolling                 // bearer token: may obtain its first certificate, nothing else
 )
 
 type connInfo struct {
@@ -61,9 +61,13 @@ type conn struct {
 	// kindEnrolling
 	enrollAttrs map[string]string // description attributes seen so far
 	token       state.EnrollmentToken
-	issued      atomic.Bool   // read by the enroll_timeout timer
-	release     func()        // the enrollment slot (plain HTTP)
-	stopTimer   func() bool   // stops the enroll_timeout timer (WebSocket)
+	issued      atomic.Bool // read by the enroll_timeout timer
+	release     func()      // the enrollment slot (plain HTTP)
+	stopTimer   func() bool // stops the enroll_timeout timer (WebSocket)
+	// expired is set when enroll_timeout passes; handling while a CSR is
+	// handled. The timer closes the connection unless a CSR is in hand, in
+	// which case its handler closes it after the reply.
+	expired, handling atomic.Bool
 
 	live types.Connection // WebSocket connection, once registered (opamp-go serialises its Sends)
 
@@ -72,9 +76,9 @@ type conn struct {
 
 func (c *conn) callbacks() types.ConnectionCallbacks {
 	return types.ConnectionCallbacks{
-		OnConnected:       c.onConnected,
-		OnMessage:         c.onMessage,
-		OnConnectionClose: c.onClose,
+		OnConnected:        c.onConnected,
+		OnMessage:          c.onMessage,
+		OnConnectionClose:  c.onClose,
 		OnReadMessageError: c.onReadError,
 	}
 }
@@ -128,6 +132,10 @@ func (c *conn) onConnected(_ context.Context, oc types.Connection) {
 // obtain one certificate and must then reconnect with it, so it has no
 // reason to stay.
 func (c *conn) enrollTimedOut(oc types.Connection) {
+	c.expired.Store(true)
+	if c.handling.Load() {
+		return // enrollingMessage closes it after its reply
+	}
 	if c.issued.Load() {
 		c.s.log.Debug("enrolling connection closed after enroll_timeout", "remote", c.remote, "token", c.token.ID)
 	} else {
@@ -265,6 +273,11 @@ func (c *conn) enrollingMessage(ctx context.Context, oc types.Connection, msg *p
 	}
 	if csr := csrOf(msg); csr != nil {
 		if c.release == nil { // WebSocket: hold a slot while this CSR is handled
+			c.handling.Store(true)
+			defer c.handling.Store(false)
+			if c.expired.Load() { // enroll_timeout passed: the timer is closing it
+				return nil
+			}
 			release, ok := c.s.acquireEnroll()
 			if !ok {
 				c.s.metrics.Rejected.WithLabelValues(reasonOverloaded).Inc()
@@ -274,6 +287,10 @@ func (c *conn) enrollingMessage(ctx context.Context, oc types.Connection, msg *p
 			defer release()
 		}
 		c.offerCertificate(ctx, csr, resp)
+		if c.expired.Load() {
+			// enroll_timeout passed while the CSR was handled: reply, then close.
+			return c.sendAndClose(ctx, oc, resp)
+		}
 	}
 	return resp
 }
