@@ -96,8 +96,11 @@ func (c *conn) onReadError(oc types.Connection, _ int, _ []byte, _ error) {
 		"limit", c.s.limits.MessageSize)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = oc.Send(ctx, &protobufs.ServerToAgent{InstanceUid: c.uid[:], Capabilities: c.s.capabilities(),
-		ErrorResponse: badRequest(fl.err.Error() + "; connection closed")})
+	resp := &protobufs.ServerToAgent{Capabilities: c.s.capabilities(), ErrorResponse: badRequest(fl.err.Error() + "; connection closed")}
+	if c.uidSet {
+		resp.InstanceUid = c.uid[:]
+	}
+	_ = oc.Send(ctx, resp)
 }
 
 func (c *conn) uidString() string {
