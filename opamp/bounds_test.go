@@ -195,7 +195,7 @@ func TestIdleSocketsDoNotHoldEnrollmentSlots(t *testing.T) {
 		e.dialWS(t, tok)
 		e.slowBody(t, tok)
 	}
-	ctx := ctx10(t)
+	ctx := ctxMinute(t)
 	for _, transport := range []string{"websocket", "http"} {
 		a := e.agent(transport)
 		if err := a.Enroll(ctx, tok); err != nil {
@@ -243,7 +243,7 @@ func TestSlowBodyTimesOut(t *testing.T) {
 // still serves it.
 func TestMessageLimitsRefuseAndKeepState(t *testing.T) {
 	e := start(t, "")
-	ctx := ctx10(t)
+	ctx := ctxMinute(t)
 	a := e.agent("http")
 	if err := a.Enroll(ctx, e.token(2, "10m", nil)); err != nil {
 		t.Fatal(err)
@@ -313,7 +313,7 @@ func TestMessageLimitsRefuseAndKeepState(t *testing.T) {
 // answers 200 with every row, the hostile ones marked.
 func TestListingSurvivesHostileRows(t *testing.T) {
 	e := start(t, "")
-	ctx := ctx10(t)
+	ctx := ctxMinute(t)
 	var agents []*loadgen.Agent
 	tok := e.token(3, "10m", nil)
 	for i := 0; i < 3; i++ {
@@ -359,4 +359,12 @@ func storeRawDescription(t *testing.T, root, uid, desc string) {
 	if n, _ := res.RowsAffected(); n != 1 {
 		t.Fatalf("no agent row %s", uid)
 	}
+}
+
+// ctxMinute bounds a test that enrolls several agents: generous, as the
+// race detector on a busy machine is slow; nothing asserts on the time.
+func ctxMinute(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
 }
