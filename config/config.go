@@ -155,8 +155,9 @@ type OpAMP struct {
 	// HeartbeatInterval is sent to agents in every connection settings
 	// offer. Zero means 30s.
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
-	// MaxConcurrentEnrollments bounds enrolling connections in progress;
-	// beyond it agents are told to retry later. Zero means 256.
+	// MaxConcurrentEnrollments bounds enrollments in progress (a slot is
+	// held while a CSR is handled, not by an idle connection); beyond it
+	// agents are told to retry later. Zero means 256.
 	MaxConcurrentEnrollments int `yaml:"max_concurrent_enrollments"`
 	// ReplicaID names this server in the fleet registry. Empty means the
 	// hostname.

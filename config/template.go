@@ -19,8 +19,9 @@ opamp:
   # server_names: [localhost, 127.0.0.1, opamp.example.com]
   # Heartbeat interval sent to agents in every connection settings offer.
   heartbeat_interval: 30s
-  # Enrolling connections in progress at once; beyond it agents are told to
-  # retry (HTTP 429 + Retry-After, or ServerErrorResponse Unavailable).
+  # Enrollments in progress at once (CSRs being handled; idle sockets hold
+  # none); beyond it agents are told to retry (HTTP 429 + Retry-After, or
+  # ServerErrorResponse Unavailable).
   max_concurrent_enrollments: 256
   # An enrolling (token) WebSocket is closed after this; an idle socket never
   # holds an enrollment slot.

@@ -44,8 +44,10 @@ type Config struct {
 	// HeartbeatInterval is sent in every opamp connection settings offer
 	// (opamp-go clients treat 0 as "heartbeats off"). Zero means 30s.
 	HeartbeatInterval time.Duration
-	// MaxConcurrentEnrollments bounds enrolling connections in progress;
-	// beyond it agents are told to retry. Zero means 256.
+	// MaxConcurrentEnrollments bounds enrollments in progress: a plain-HTTP
+	// request holds a slot while it is handled (its body already read), a
+	// WebSocket only while its CSR is handled, so idle sockets hold none.
+	// Beyond it agents are told to retry. Zero means 256.
 	MaxConcurrentEnrollments int
 	// EnrollRetryAfter is the retry delay given to agents refused for
 	// overload. Zero means 5s.
