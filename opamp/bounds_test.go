@@ -368,3 +368,23 @@ func ctxMinute(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// TestWebSocketCompressionNotNegotiated: the size limit counts frame
+// payload bytes, which are message bytes only while permessage-deflate is
+// off; a client asking for it must not get it.
+func TestWebSocketCompressionNotNegotiated(t *testing.T) {
+	e := start(t, "")
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(e.CAPEM)
+	d := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}, HandshakeTimeout: 5 * time.Second, EnableCompression: true}
+	hdr := http.Header{}
+	hdr.Set("Authorization", "Bearer "+e.token(1, "10m", nil))
+	c, resp, err := d.Dial(e.url("websocket"), hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if ext := resp.Header.Get("Sec-WebSocket-Extensions"); ext != "" {
+		t.Fatalf("server negotiated %q: compressed frames would bypass the size limit", ext)
+	}
+}
