@@ -36,6 +36,38 @@ type Agent struct {
 	// Packages are what the agent was offered per package type, the rule
 	// that chose it, and how far it got (GET /api/v1/agents/{uid} only).
 	Packages []AgentPackage `json:"packages,omitempty"`
+	// EncodeError is set when the agent's description, health or package
+	// statuses could not be served (too large or not encodable, e.g. a row
+	// stored before ingest limits existed): those fields are left out and
+	// the rest of the record is served.
+	EncodeError string `json:"encode_error,omitempty"`
+}
+
+// encodeAgent encodes one agent on its own, so that no row can break a
+// listing: agent-reported fields over the state store's backstop limits
+// (rows stored before they existed), or that fail to encode, are replaced by
+// an EncodeError naming why.
+func encodeAgent(v Agent) json.RawMessage {
+	var why string
+	for name, f := range map[string]json.RawMessage{"description": v.Description, "health": v.Health, "package_statuses": v.PackageStatuses} {
+		if err := state.CheckAgentJSON(v.UID, name, f); err != nil {
+			why = err.Error()
+		}
+	}
+	if why == "" {
+		b, err := json.Marshal(v)
+		if err == nil {
+			return b
+		}
+		why = err.Error()
+	}
+	v.Description, v.Health, v.PackageStatuses = nil, nil, nil
+	v.EncodeError = "agent-reported fields not served: " + why
+	b, err := json.Marshal(v)
+	if err != nil { // cannot happen: what is left is server-made
+		b, _ = json.Marshal(map[string]string{"uid": v.UID, "encode_error": err.Error()})
+	}
+	return b
 }
 
 func agentView(a state.Agent) Agent {
@@ -108,13 +140,13 @@ func (a *API) listAgents(w http.ResponseWriter, r *http.Request) {
 	for _, q := range quarantines {
 		held[q.UID] = q
 	}
-	out := make([]Agent, 0, len(agents))
+	out := make([]json.RawMessage, 0, len(agents))
 	for _, ag := range agents {
 		v := agentView(ag)
 		if q, ok := held[ag.UID]; ok {
 			v.Quarantine = quarantineView(q)
 		}
-		out = append(out, v)
+		out = append(out, encodeAgent(v))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -157,7 +189,7 @@ func (a *API) getAgent(w http.ResponseWriter, r *http.Request) {
 		for _, p := range pkgs {
 			v.Packages = append(v.Packages, agentPackageView(p))
 		}
-		writeJSON(w, http.StatusOK, v)
+		writeJSON(w, http.StatusOK, encodeAgent(v))
 	}
 }
 

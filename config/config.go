@@ -155,12 +155,96 @@ type OpAMP struct {
 	// HeartbeatInterval is sent to agents in every connection settings
 	// offer. Zero means 30s.
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
-	// MaxConcurrentEnrollments bounds enrolling connections in progress;
-	// beyond it agents are told to retry later. Zero means 256.
+	// MaxConcurrentEnrollments bounds enrollments in progress (a slot is
+	// held while a CSR is handled, not by an idle connection); beyond it
+	// agents are told to retry later. Zero means 256.
 	MaxConcurrentEnrollments int `yaml:"max_concurrent_enrollments"`
 	// ReplicaID names this server in the fleet registry. Empty means the
 	// hostname.
 	ReplicaID string `yaml:"replica_id"`
+	// EnrollTimeout is how long a token-authenticated (enrolling) WebSocket
+	// may stay open before it is closed and logged: an agent sends its CSR
+	// at once. Zero means 10s.
+	EnrollTimeout time.Duration `yaml:"enroll_timeout"`
+	// ReadTimeout bounds reading one plain-HTTP OpAMP request body. Zero
+	// means 10s.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// Limits bound what one agent message may be and carry.
+	Limits OpAMPLimits `yaml:"limits"`
+}
+
+// OpAMPLimits bound each AgentToServer message. Zero fields mean the
+// defaults documented on opamp.Limits (in brackets here); an over-limit
+// message is refused with a BadRequest naming the key.
+type OpAMPLimits struct {
+	// MessageSize is the largest message in bytes, after decompression, on
+	// both transports [4 MiB]; at most 64 MiB, the spec's recommendation.
+	MessageSize int64 `yaml:"message_size"`
+	// NestingDepth bounds nested attribute values and health maps [16]; at
+	// most 32.
+	NestingDepth int `yaml:"nesting_depth"`
+	// DescriptionAttributes bounds the description's attributes at every
+	// level [512].
+	DescriptionAttributes int `yaml:"description_attributes"`
+	// DescriptionSize bounds the description in bytes [64 KiB]; at most 512 KiB.
+	DescriptionSize int `yaml:"description_size"`
+	// HealthSize bounds the health report in bytes [256 KiB]; at most 512 KiB.
+	HealthSize int `yaml:"health_size"`
+	// EffectiveConfigSize bounds the effective config in bytes [1 MiB].
+	EffectiveConfigSize int `yaml:"effective_config_size"`
+	// PackageStatuses bounds the package statuses in a message [256].
+	PackageStatuses int `yaml:"package_statuses"`
+	// PackageStatusSize bounds one package status in bytes [4 KiB].
+	PackageStatusSize int `yaml:"package_status_size"`
+}
+
+// defaultOpAMPLimits are opamp.Limits' defaults, spelled out for the
+// effective config.
+func defaultOpAMPLimits() OpAMPLimits {
+	return OpAMPLimits{MessageSize: 4 << 20, NestingDepth: 16, DescriptionAttributes: 512, DescriptionSize: 64 << 10,
+		HealthSize: 256 << 10, EffectiveConfigSize: 1 << 20, PackageStatuses: 256, PackageStatusSize: 4 << 10}
+}
+
+// fill sets zero fields from d.
+func (l *OpAMPLimits) fill(d OpAMPLimits) {
+	if l.MessageSize == 0 {
+		l.MessageSize = d.MessageSize
+	}
+	for _, f := range []struct {
+		v *int
+		d int
+	}{{&l.NestingDepth, d.NestingDepth}, {&l.DescriptionAttributes, d.DescriptionAttributes},
+		{&l.DescriptionSize, d.DescriptionSize}, {&l.HealthSize, d.HealthSize}, {&l.EffectiveConfigSize, d.EffectiveConfigSize},
+		{&l.PackageStatuses, d.PackageStatuses}, {&l.PackageStatusSize, d.PackageStatusSize}} {
+		if *f.v == 0 {
+			*f.v = f.d
+		}
+	}
+}
+
+// validate checks the limits' ranges. The upper bounds keep every stored
+// agent row under the state store's backstop (4 MiB and 128 levels of JSON
+// per field), whatever the agent sent.
+func (l OpAMPLimits) validate() error {
+	for key, v := range map[string]int64{"message_size": l.MessageSize, "nesting_depth": int64(l.NestingDepth),
+		"description_attributes": int64(l.DescriptionAttributes), "description_size": int64(l.DescriptionSize),
+		"health_size": int64(l.HealthSize), "effective_config_size": int64(l.EffectiveConfigSize),
+		"package_statuses": int64(l.PackageStatuses), "package_status_size": int64(l.PackageStatusSize)} {
+		if v < 0 {
+			return fmt.Errorf("opamp.limits.%s: must not be negative", key)
+		}
+	}
+	switch {
+	case l.MessageSize > 64<<20:
+		return fmt.Errorf("opamp.limits.message_size: %d is over the 64 MiB the OpAMP specification recommends", l.MessageSize)
+	case l.NestingDepth > 32:
+		return fmt.Errorf("opamp.limits.nesting_depth: %d is over the maximum 32", l.NestingDepth)
+	case l.DescriptionSize > 512<<10:
+		return fmt.Errorf("opamp.limits.description_size: %d is over the maximum 512 KiB", l.DescriptionSize)
+	case l.HealthSize > 512<<10:
+		return fmt.Errorf("opamp.limits.health_size: %d is over the maximum 512 KiB", l.HealthSize)
+	}
+	return nil
 }
 
 // Admin configures the operator-facing listener.
@@ -399,7 +483,8 @@ func Default() Config {
 	return Config{
 		TrustDomain: "trustamp.local",
 		OpAMP: OpAMP{Addr: ":4320", ServerNames: defaultServerNames(),
-			HeartbeatInterval: 30 * time.Second, MaxConcurrentEnrollments: 256, ReplicaID: hostname()},
+			HeartbeatInterval: 30 * time.Second, MaxConcurrentEnrollments: 256, ReplicaID: hostname(),
+			EnrollTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second, Limits: defaultOpAMPLimits()},
 		Admin: Admin{Addr: "127.0.0.1:4321"},
 		State: State{
 			Driver:   "sqlite",
@@ -467,6 +552,13 @@ func (c *Config) applyDefaults() {
 		c.OpAMP.MaxConcurrentEnrollments = d.OpAMP.MaxConcurrentEnrollments
 	}
 	setString(&c.OpAMP.ReplicaID, d.OpAMP.ReplicaID)
+	if c.OpAMP.EnrollTimeout == 0 {
+		c.OpAMP.EnrollTimeout = d.OpAMP.EnrollTimeout
+	}
+	if c.OpAMP.ReadTimeout == 0 {
+		c.OpAMP.ReadTimeout = d.OpAMP.ReadTimeout
+	}
+	c.OpAMP.Limits.fill(d.OpAMP.Limits)
 	setString(&c.Admin.Addr, d.Admin.Addr)
 	setString(&c.State.Driver, d.State.Driver)
 	setString(&c.State.SQLite.Path, d.State.SQLite.Path)
@@ -615,6 +707,12 @@ func (c *Config) Validate() error {
 	}
 	if c.OpAMP.MaxConcurrentEnrollments < 0 {
 		return fmt.Errorf("opamp.max_concurrent_enrollments: must not be negative")
+	}
+	if c.OpAMP.EnrollTimeout < 0 || c.OpAMP.ReadTimeout < 0 {
+		return fmt.Errorf("opamp.enroll_timeout, opamp.read_timeout: must not be negative")
+	}
+	if err := c.OpAMP.Limits.validate(); err != nil {
+		return err
 	}
 	for _, n := range c.OpAMP.ServerNames {
 		if n == "" || strings.ContainsAny(n, " /:") && net.ParseIP(n) == nil {

@@ -19,9 +19,26 @@ opamp:
   # server_names: [localhost, 127.0.0.1, opamp.example.com]
   # Heartbeat interval sent to agents in every connection settings offer.
   heartbeat_interval: 30s
-  # Enrolling connections in progress at once; beyond it agents are told to
-  # retry (HTTP 429 + Retry-After, or ServerErrorResponse Unavailable).
+  # Enrollments in progress at once (CSRs being handled; idle sockets hold
+  # none); beyond it agents are told to retry (HTTP 429 + Retry-After, or
+  # ServerErrorResponse Unavailable).
   max_concurrent_enrollments: 256
+  # An enrolling (token) WebSocket is closed after this; an idle socket never
+  # holds an enrollment slot.
+  enroll_timeout: 10s
+  # Time allowed to read one plain-HTTP OpAMP request body.
+  read_timeout: 10s
+  # Bounds on each AgentToServer message (refused with BadRequest naming the
+  # key). Zero or absent means the default shown.
+  limits:
+    message_size: 4194304        # bytes, after decompression, both transports
+    nesting_depth: 16            # nested attribute values / health maps
+    description_attributes: 512  # description key-values at every level
+    description_size: 65536      # bytes
+    health_size: 262144          # bytes
+    effective_config_size: 1048576
+    package_statuses: 256
+    package_status_size: 4096    # bytes per package status
   # Name of this server in the fleet registry. Default: the hostname.
   # replica_id: trustamp-1
 

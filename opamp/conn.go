@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -30,9 +31,8 @@ const serverCapabilities = uint64(protobufs.ServerCapabilities_ServerCapabilitie
 type connKind int
 
 const (
-	kindAgent      connKind = iota // mTLS: an enrolled agent, uid bound to its certificate
-	kindEnrolling                  // bearer token: may obtain its first certificate, nothing else
-	kindOverloaded                 // accepted only to say "retry later"
+	kindAgent     connKind = iota // mTLS: an enrolled agent, uid bound to its certificate
+	kindEnrolling                 // bearer token: may obtain its first certificate, nothing else
 )
 
 type connInfo struct {
@@ -61,8 +61,13 @@ type conn struct {
 	// kindEnrolling
 	enrollAttrs map[string]string // description attributes seen so far
 	token       state.EnrollmentToken
-	issued      bool
-	release     func()
+	issued      atomic.Bool // read by the enroll_timeout timer
+	release     func()      // the enrollment slot (plain HTTP)
+	stopTimer   func() bool // stops the enroll_timeout timer (WebSocket)
+	// expired is set when enroll_timeout passes; handling while a CSR is
+	// handled. The timer closes the connection unless a CSR is in hand, in
+	// which case its handler closes it after the reply.
+	expired, handling atomic.Bool
 
 	live types.Connection // WebSocket connection, once registered (opamp-go serialises its Sends)
 
@@ -71,10 +76,38 @@ type conn struct {
 
 func (c *conn) callbacks() types.ConnectionCallbacks {
 	return types.ConnectionCallbacks{
-		OnConnected:       c.onConnected,
-		OnMessage:         c.onMessage,
-		OnConnectionClose: c.onClose,
+		OnConnected:        c.onConnected,
+		OnMessage:          c.onMessage,
+		OnConnectionClose:  c.onClose,
+		OnReadMessageError: c.onReadError,
 	}
+}
+
+// onReadError answers a WebSocket message refused for its size with a
+// BadRequest naming the limit; opamp-go then closes the connection (any
+// read error ends its read loop).
+func (c *conn) onReadError(oc types.Connection, _ int, _ []byte, _ error) {
+	fl, ok := oc.Connection().(*frameLimiter)
+	if !ok || !fl.tooLarge() {
+		return
+	}
+	c.s.metrics.Rejected.WithLabelValues(reasonTooLarge).Inc()
+	c.s.log.Warn("opamp message over the size limit; connection closed", "uid", c.uidString(), "remote", c.remote,
+		"limit", c.s.limits.MessageSize)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp := &protobufs.ServerToAgent{Capabilities: c.s.capabilities(), ErrorResponse: badRequest(fl.err.Error() + "; connection closed")}
+	if c.uidSet {
+		resp.InstanceUid = c.uid[:]
+	}
+	_ = oc.Send(ctx, resp)
+}
+
+func (c *conn) uidString() string {
+	if !c.uidSet {
+		return ""
+	}
+	return c.uid.String()
 }
 
 func (c *conn) onConnected(_ context.Context, oc types.Connection) {
@@ -82,6 +115,9 @@ func (c *conn) onConnected(_ context.Context, oc types.Connection) {
 		return
 	}
 	c.s.metrics.Connected.WithLabelValues(c.transport).Inc()
+	if c.kind == kindEnrolling {
+		c.stopTimer = c.s.cfg.AfterFunc(c.s.cfg.EnrollTimeout, func() { c.enrollTimedOut(oc) })
+	}
 	if c.kind == kindAgent {
 		c.live = oc
 		c.s.conns.add(c.uid.String(), c)
@@ -95,9 +131,30 @@ func (c *conn) onConnected(_ context.Context, oc types.Connection) {
 	}
 }
 
+// enrollTimedOut closes an enrolling WebSocket at enroll_timeout: it may
+// obtain one certificate and must then reconnect with it, so it has no
+// reason to stay.
+func (c *conn) enrollTimedOut(oc types.Connection) {
+	c.expired.Store(true)
+	if c.handling.Load() {
+		return // enrollingMessage closes it after its reply
+	}
+	if c.issued.Load() {
+		c.s.log.Debug("enrolling connection closed after enroll_timeout", "remote", c.remote, "token", c.token.ID)
+	} else {
+		c.s.metrics.Rejected.WithLabelValues(reasonEnrollTimeout).Inc()
+		c.s.log.Info("enrolling connection closed: no certificate request within enroll_timeout",
+			"remote", c.remote, "token", c.token.ID, "enroll_timeout", c.s.cfg.EnrollTimeout)
+	}
+	oc.Disconnect()
+}
+
 func (c *conn) onClose(oc types.Connection) {
 	if c.release != nil {
 		c.release()
+	}
+	if c.stopTimer != nil {
+		c.stopTimer()
 	}
 	if c.transport != transportWebSocket {
 		return
@@ -123,13 +180,10 @@ func (c *conn) onMessage(ctx context.Context, oc types.Connection, msg *protobuf
 	resp := &protobufs.ServerToAgent{InstanceUid: msg.InstanceUid, Capabilities: c.s.capabilities()}
 	var out *protobufs.ServerToAgent
 	switch c.kind {
-	case kindOverloaded:
-		resp.ErrorResponse = retryLater(c.s.cfg.EnrollRetryAfter, "too many agents enrolling at once")
-		return c.sendAndClose(ctx, oc, resp)
 	case kindAgent:
 		out = c.agentMessage(ctx, oc, msg, resp)
 	case kindEnrolling:
-		out = c.enrollingMessage(ctx, msg, resp)
+		out = c.enrollingMessage(ctx, oc, msg, resp)
 	}
 	if out != nil {
 		c.s.metrics.Messages.WithLabelValues("out").Inc()
@@ -156,7 +210,13 @@ func (c *conn) agentMessage(ctx context.Context, oc types.Connection, msg *proto
 		resp.ErrorResponse = badRequest("this agent's instance_uid is bound to its certificate and cannot change; enroll a new agent to get a new uid")
 		return resp
 	}
+	if err := c.s.limits.check(msg); err != nil {
+		return c.overLimit(err, resp)
+	}
 	needFull, err := c.observe(ctx, msg)
+	if errors.Is(err, state.ErrTooLarge) {
+		return c.overLimit(err, resp)
+	}
 	if err != nil {
 		c.s.log.Error("update agent registry", "uid", c.uid, "err", err)
 		resp.ErrorResponse = retryLater(c.s.cfg.EnrollRetryAfter, "server state unavailable")
@@ -189,7 +249,10 @@ func (c *conn) agentMessage(ctx context.Context, oc types.Connection, msg *proto
 
 // enrollingMessage handles a message on a token-authenticated connection: it
 // may get a uid and one certificate, and nothing else.
-func (c *conn) enrollingMessage(ctx context.Context, msg *protobufs.AgentToServer, resp *protobufs.ServerToAgent) *protobufs.ServerToAgent {
+func (c *conn) enrollingMessage(ctx context.Context, oc types.Connection, msg *protobufs.AgentToServer, resp *protobufs.ServerToAgent) *protobufs.ServerToAgent {
+	if err := c.s.limits.check(msg); err != nil {
+		return c.overLimit(err, resp)
+	}
 	if msg.AgentDescription != nil {
 		c.enrollAttrs = attributes(msg.AgentDescription)
 	}
@@ -212,8 +275,35 @@ func (c *conn) enrollingMessage(ctx context.Context, msg *protobufs.AgentToServe
 		}
 	}
 	if csr := csrOf(msg); csr != nil {
+		if c.release == nil { // WebSocket: hold a slot while this CSR is handled
+			c.handling.Store(true)
+			defer c.handling.Store(false)
+			if c.expired.Load() { // enroll_timeout passed: the timer is closing it
+				return nil
+			}
+			release, ok := c.s.acquireEnroll()
+			if !ok {
+				c.s.metrics.Rejected.WithLabelValues(reasonOverloaded).Inc()
+				resp.ErrorResponse = retryLater(c.s.cfg.EnrollRetryAfter, "too many agents enrolling at once")
+				return c.sendAndClose(ctx, oc, resp)
+			}
+			defer release()
+		}
 		c.offerCertificate(ctx, csr, resp)
+		if c.expired.Load() {
+			// enroll_timeout passed while the CSR was handled: reply, then close.
+			return c.sendAndClose(ctx, oc, resp)
+		}
 	}
+	return resp
+}
+
+// overLimit refuses a message over a limit of opamp.limits: BadRequest
+// naming the limit, nothing in the message applied.
+func (c *conn) overLimit(err error, resp *protobufs.ServerToAgent) *protobufs.ServerToAgent {
+	c.s.metrics.Rejected.WithLabelValues(reasonOverLimit).Inc()
+	c.s.log.Warn("opamp message refused", "uid", c.uidString(), "remote", c.remote, "err", err)
+	resp.ErrorResponse = badRequest(err.Error())
 	return resp
 }
 

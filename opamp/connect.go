@@ -38,6 +38,10 @@ const (
 	reasonStateError     = "state_unavailable"
 	reasonRevoked        = "revoked_certificate"
 	reasonQuarantined    = "quarantined"
+	reasonTooLarge       = "message_too_large"
+	reasonOverLimit      = "message_over_limit"
+	reasonReadTimeout    = "read_timeout"
+	reasonEnrollTimeout  = "enroll_timeout"
 )
 
 // onConnecting decides who may connect: (a) a valid trustamp client
@@ -74,10 +78,18 @@ func (s *Server) onConnecting(r *http.Request) types.ConnectionResponse {
 	case !s.cfg.Clock().Before(tok.ExpiresAt):
 		return s.refuse(r, reasonTokenExpired, fmt.Errorf("enrollment token %s expired at %s", tok.ID, tok.ExpiresAt.Format(time.RFC3339)))
 	}
+	if base.transport == transportWebSocket {
+		// A WebSocket takes an enrollment slot only while its CSR is being
+		// handled (enrollingMessage), so an idle or slow socket holds none;
+		// enroll_timeout closes it.
+		return accept(&conn{s: s, connInfo: base, kind: kindEnrolling, token: tok})
+	}
+	// A plain-HTTP request reaches here with its body already read
+	// (servePlainHTTP), so the slot is held only while it is handled.
 	release, ok := s.acquireEnroll()
 	if !ok {
 		s.metrics.Rejected.WithLabelValues(reasonOverloaded).Inc()
-		return s.overloaded(base)
+		return s.overloaded()
 	}
 	return accept(&conn{s: s, connInfo: base, kind: kindEnrolling, token: tok, release: release})
 }
@@ -170,19 +182,15 @@ func (s *Server) unavailable(r *http.Request, base connInfo, err error) types.Co
 	}
 }
 
-// overloaded tells an enrolling agent to come back later: 429 with
-// Retry-After over plain HTTP; over WebSocket the spec's way is a
-// ServerErrorResponse Unavailable with retry_info, so the connection is
-// accepted only to say that and close.
-func (s *Server) overloaded(base connInfo) types.ConnectionResponse {
-	if base.transport == transportHTTP {
-		return types.ConnectionResponse{
-			Accept:             false,
-			HTTPStatusCode:     http.StatusTooManyRequests,
-			HTTPResponseHeader: map[string]string{"Retry-After": strconv.Itoa(int(s.cfg.EnrollRetryAfter.Seconds()))},
-		}
+// overloaded tells a plain-HTTP enrolling agent to come back later: 429 with
+// Retry-After. (Over WebSocket the slot is taken when the CSR arrives, and
+// the refusal is a ServerErrorResponse Unavailable with retry_info.)
+func (s *Server) overloaded() types.ConnectionResponse {
+	return types.ConnectionResponse{
+		Accept:             false,
+		HTTPStatusCode:     http.StatusTooManyRequests,
+		HTTPResponseHeader: map[string]string{"Retry-After": strconv.Itoa(int(s.cfg.EnrollRetryAfter.Seconds()))},
 	}
-	return accept(&conn{s: s, connInfo: base, kind: kindOverloaded})
 }
 
 // acquireEnroll takes an enrollment slot without waiting. The slot is given

@@ -70,7 +70,7 @@ func (c *conn) offerCertificateFor(ctx context.Context, dest string, csrPEM []by
 }
 
 func (c *conn) issue(ctx context.Context, dest string, csrPEM []byte) (*protobufs.ConnectionSettingsOffers, error) {
-	if c.kind == kindEnrolling && c.issued {
+	if c.kind == kindEnrolling && c.issued.Load() {
 		return nil, errOneCertificate
 	}
 	if !c.uidSet {
@@ -99,7 +99,7 @@ func (c *conn) issue(ctx context.Context, dest string, csrPEM []byte) (*protobuf
 	if err != nil {
 		return nil, err
 	}
-	c.issued = true
+	c.issued.Store(true)
 	c.s.metrics.observeIssue(time.Since(start))
 	c.s.log.Debug("certificate offered", "uid", uid, "serial", iss.Serial)
 	return offer, nil

@@ -409,19 +409,22 @@ func TestEnrollingConnectionCannotTakeOverEnrolledUID(t *testing.T) {
 }
 
 func TestOverloadedEnrollmentsAreToldToRetry(t *testing.T) {
-	e := start(t, "opamp:\n  max_concurrent_enrollments: 1\n")
+	e := start(t, "opamp:\n  max_concurrent_enrollments: 2\n")
 	tok := e.token(10, "10m", nil)
-	hold := e.dialWS(t, tok) // occupies the only enrollment slot
-	_ = hold
+	defer e.srv.OpAMP.HoldEnrollSlots()() // as two CSRs in progress would
 	resp := e.post(t, tok, &protobufs.AgentToServer{InstanceUid: uuidBytes()})
 	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("HTTP over the limit: %d Retry-After=%q, want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
 	ws := e.dialWS(t, tok)
-	got := wsExchange(t, ws, &protobufs.AgentToServer{InstanceUid: uuidBytes()})
+	uid := uuidBytes()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	got := wsExchange(t, ws, &protobufs.AgentToServer{InstanceUid: uid, ConnectionSettingsRequest: &protobufs.ConnectionSettingsRequest{
+		Opamp: &protobufs.OpAMPConnectionSettingsRequest{CertificateRequest: &protobufs.CertificateRequest{Csr: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})}}}})
 	if got.ErrorResponse.GetType() != protobufs.ServerErrorResponseType_ServerErrorResponseType_Unavailable ||
-		got.ErrorResponse.GetRetryInfo().GetRetryAfterNanoseconds() == 0 {
-		t.Fatalf("WebSocket over the limit: %v, want Unavailable with retry_info", got)
+		got.ErrorResponse.GetRetryInfo().GetRetryAfterNanoseconds() == 0 || got.ConnectionSettings != nil {
+		t.Fatalf("WebSocket CSR over the limit: %v, want Unavailable with retry_info", got)
 	}
 }
 

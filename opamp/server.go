@@ -44,8 +44,10 @@ type Config struct {
 	// HeartbeatInterval is sent in every opamp connection settings offer
 	// (opamp-go clients treat 0 as "heartbeats off"). Zero means 30s.
 	HeartbeatInterval time.Duration
-	// MaxConcurrentEnrollments bounds enrolling connections in progress;
-	// beyond it agents are told to retry. Zero means 256.
+	// MaxConcurrentEnrollments bounds enrollments in progress: a plain-HTTP
+	// request holds a slot while it is handled (its body already read), a
+	// WebSocket only while its CSR is handled, so idle sockets hold none.
+	// Beyond it agents are told to retry. Zero means 256.
 	MaxConcurrentEnrollments int
 	// EnrollRetryAfter is the retry delay given to agents refused for
 	// overload. Zero means 5s.
@@ -90,6 +92,19 @@ type Config struct {
 	// recomputed without a local change (changes made on another replica).
 	// Zero means 30s.
 	PackageRefresh time.Duration
+	// Limits bound message size and what a message may carry. Zero fields
+	// mean their documented defaults.
+	Limits Limits
+	// EnrollTimeout is how long a token-authenticated WebSocket connection
+	// may stay open: one that has not obtained its certificate by then is
+	// closed and logged, so idle sockets cannot pile up. Zero means 10s.
+	EnrollTimeout time.Duration
+	// ReadTimeout bounds reading one plain-HTTP request body (headers are
+	// bounded by the listener's ReadHeaderTimeout). Zero means 10s.
+	ReadTimeout time.Duration
+	// AfterFunc runs f after d, like time.AfterFunc, and returns a stop
+	// function; tests inject one they fire by hand. Nil means time.AfterFunc.
+	AfterFunc func(d time.Duration, f func()) (stop func() bool)
 	// Metrics receives counters. Nil means a private, unexported set.
 	Metrics *Metrics
 	// Logger receives logs. Nil means slog.Default().
@@ -111,6 +126,7 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	metrics  *Metrics
+	limits   Limits
 	conns    *registry
 	enrolls  chan struct{} // semaphore of enrolling connections
 	refusals *refusalAuditor
@@ -163,6 +179,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.EnrollTimeout <= 0 {
+		cfg.EnrollTimeout = 10 * time.Second
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = 10 * time.Second
+	}
+	if cfg.AfterFunc == nil {
+		cfg.AfterFunc = func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
@@ -170,6 +195,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		metrics: cfg.Metrics,
+		limits:  cfg.Limits.withDefaults(),
 		conns:   newRegistry(),
 		enrolls: make(chan struct{}, cfg.MaxConcurrentEnrollments),
 	}
@@ -192,9 +218,6 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Start(ctx context.Context) error {
 	return s.cfg.Store.Update(ctx, func(tx *state.Tx) error { return tx.DisconnectReplica(ctx, s.cfg.ReplicaID) })
 }
-
-// ServeHTTP serves the OpAMP endpoint (mount it at Path).
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler(w, r) }
 
 // ConnContext must be the http.Server's ConnContext: opamp-go's plain-HTTP
 // transport finds the connection through it and panics without it.

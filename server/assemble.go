@@ -140,6 +140,9 @@ func Assemble(ctx context.Context, d *datadir.Dir, o AssembleOptions) (*Server, 
 		Store: d.Store, CA: authority, Audit: auditLog, ReplicaID: d.Config.OpAMP.ReplicaID,
 		HeartbeatInterval:        d.Config.OpAMP.HeartbeatInterval,
 		MaxConcurrentEnrollments: d.Config.OpAMP.MaxConcurrentEnrollments,
+		EnrollTimeout:            d.Config.OpAMP.EnrollTimeout,
+		ReadTimeout:              d.Config.OpAMP.ReadTimeout,
+		Limits:                   opampLimits(d.Config.OpAMP.Limits),
 		Profiles:                 profiles,
 		Destinations:             destinations(d.Config.Destinations),
 		Profile:                  certs.Profile,
@@ -382,6 +385,14 @@ func Profiles(in map[string]config.CertProfile) map[string]ca.Profile {
 		}
 	}
 	return out
+}
+
+// opampLimits carries the configured message limits to the OpAMP server;
+// zero fields take opamp.Limits' defaults.
+func opampLimits(l config.OpAMPLimits) opamp.Limits {
+	return opamp.Limits{MessageSize: l.MessageSize, NestingDepth: l.NestingDepth,
+		DescriptionAttributes: l.DescriptionAttributes, DescriptionSize: l.DescriptionSize, HealthSize: l.HealthSize,
+		EffectiveConfigSize: l.EffectiveConfigSize, PackageStatuses: l.PackageStatuses, PackageStatusSize: l.PackageStatusSize}
 }
 
 func destinations(in map[string]config.Destination) map[string]opamp.Destination {

@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -31,12 +32,72 @@ type Agent struct {
 	CustomCapabilities  []string // OpAMP custom capabilities it declared
 }
 
+// ErrTooLarge refuses an agent row whose JSON fields pass the registry's
+// backstop limits: every row must stay readable and encodable by the
+// listings whatever an agent sent (encoding/json refuses nesting deeper than
+// 10,000). The OpAMP transport's configurable limits are far below these.
+var ErrTooLarge = errors.New("state: agent record over the registry's limits")
+
+const (
+	// MaxAgentJSONBytes bounds each JSON field (description, health,
+	// package statuses) of an agent row.
+	MaxAgentJSONBytes = 4 << 20
+	// MaxAgentJSONDepth bounds the nesting of each JSON field of an agent
+	// row.
+	MaxAgentJSONDepth = 128
+)
+
+// CheckAgentJSON applies the backstop limits to one JSON field of an agent
+// row; readers use it too, for rows stored before the limits existed.
+func CheckAgentJSON(uid, field string, b json.RawMessage) error {
+	if len(b) > MaxAgentJSONBytes {
+		return fmt.Errorf("%w: agent %s %s is %d bytes, over %d", ErrTooLarge, uid, field, len(b), MaxAgentJSONBytes)
+	}
+	if d := jsonDepth(b); d > MaxAgentJSONDepth {
+		return fmt.Errorf("%w: agent %s %s nests over %d levels", ErrTooLarge, uid, field, MaxAgentJSONDepth)
+	}
+	return nil
+}
+
+// jsonDepth returns the deepest nesting of objects and arrays in b, which
+// is JSON (brackets inside strings do not count).
+func jsonDepth(b []byte) int {
+	depth, deepest, inString, escaped := 0, 0, false, false
+	for _, c := range b {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			deepest = max(deepest, depth)
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return deepest
+}
+
 const agentColumns = `uid, labels, description, capabilities, health, effective_config_hash, package_statuses,
 	connected, replica, remote_addr, transport, connected_since_us, last_seen_us, sequence_num,
 	cert_serial, cert_not_after_us, enrolled_at_us, token_id, custom_capabilities`
 
 // PutAgent inserts or replaces an agent's row.
+// It refuses (ErrTooLarge) a row whose JSON fields pass the backstop limits.
 func (tx *Tx) PutAgent(ctx context.Context, a Agent) error {
+	for field, b := range map[string]json.RawMessage{"description": a.Description, "health": a.Health, "package_statuses": a.PackageStatuses} {
+		if err := CheckAgentJSON(a.UID, field, b); err != nil {
+			return err
+		}
+	}
 	labels, err := json.Marshal(nonNilMap(a.Labels))
 	if err != nil {
 		return fmt.Errorf("state: agent %s labels: %w", a.UID, err)
