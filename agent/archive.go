@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,7 +76,8 @@ func (b *boundedReader) Read(p []byte) (int, error) {
 // extractTarGz unpacks a gzip-compressed tar stream into dir, an existing
 // empty directory. Only regular files and directories are created, each
 // strictly inside dir (absolute names, ".." and links are refused, not
-// rewritten); modes keep at most rwxr-xr-x. On error dir may hold part of
+// rewritten); modes keep at most rwxr-xr-x. Nothing is fsynced (syncTree
+// does that once the whole archive is out). On error dir may hold part of
 // the archive: the caller removes it.
 func extractTarGz(r io.Reader, dir string, lim extractLimits) error {
 	gz, err := gzip.NewReader(r)
@@ -129,11 +131,27 @@ func writeFile(path string, r io.Reader, mode os.FileMode) error {
 		return err
 	}
 	_, err = io.Copy(f, r)
-	if serr := f.Sync(); err == nil {
-		err = serr
-	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	return err
+}
+
+// syncTree makes every file and directory under dir durable, directories
+// after their contents.
+func syncTree(dir string) error {
+	var paths []string
+	err := filepath.WalkDir(dir, func(path string, _ fs.DirEntry, err error) error {
+		paths = append(paths, path)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for i := len(paths) - 1; i >= 0; i-- {
+		if err := syncDir(paths[i]); err != nil { // an fsync of whatever the path is
+			return err
+		}
+	}
+	return nil
 }

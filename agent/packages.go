@@ -344,7 +344,7 @@ func (p *diskPackages) unpack(archive, version string, digest []byte) error {
 	if err := os.WriteFile(filepath.Join(tmp, contentSum), []byte(hex.EncodeToString(digest)+"\n"), 0o400); err != nil {
 		return err
 	}
-	if err := syncDir(tmp); err != nil {
+	if err := syncTree(tmp); err != nil {
 		return err
 	}
 	final := filepath.Join(base, version)
