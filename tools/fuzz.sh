@@ -77,8 +77,8 @@ while IFS=$'\t' read -r pkg dir files; do
 			-test.parallel "$FUZZ_PARALLEL" -test.timeout "$FUZZ_TIMEOUT" \
 			-test.fuzzcachedir "$cache_root/$pkg") >"$log" 2>&1 || status=$?
 		took=$(secs $(($(now) - t0)))
-		# The coordinator's last progress line: "elapsed: 5s, execs: 12345 (2469/sec), new interesting: ..."
-		progress=$(grep -oE 'execs: [0-9]+ \([0-9]+/sec\)' "$log" | tail -n1 || true)
+		# From the coordinator's last progress line: "elapsed: 5s, execs: 12345 (2469/sec), ..."
+		progress=$(grep -oE 'execs: [0-9]+' "$log" | tail -n1 || true)
 		if [ "$status" -eq 0 ]; then
 			if grep -q -- '--- SKIP' "$log"; then
 				say "$name ($rel): skipped in $took: $(grep -A1 -- '--- SKIP' "$log" | tail -n1 | sed 's/^ *//')"
