@@ -14,8 +14,9 @@
 # Targets are found by their declarations in *_test.go and confirmed by the
 # test binary's own -test.list, so a new FuzzX anywhere in the module runs
 # without touching this file. Each package's test binary is built once, with
-# fuzzing instrumentation, and run from the package directory so testdata/
-# (the committed seed corpus) is found and a crasher lands in it.
+# fuzzing instrumentation (the next package builds while one fuzzes), and
+# run from the package directory so testdata/ (the committed seed corpus) is
+# found and a crasher lands in it.
 #
 # A failing target fails the run, after the others have run. Go writes the
 # input that failed to <package>/testdata/fuzz/FuzzX/<hash>; fix the cause,
@@ -34,6 +35,7 @@ say() { printf 'fuzz: %s\n' "$*"; }
 now() { date +%s%N; }
 secs() { awk -v ns="$1" 'BEGIN { printf "%.1fs", ns / 1e9 }'; } # nanoseconds -> "1.2s"
 
+run_start=$(now)
 patterns=("$@")
 [ ${#patterns[@]} -gt 0 ] || patterns=(./...)
 work=$(mktemp -d)
@@ -47,27 +49,47 @@ root=$(pwd)
 "$GO" list -f '{{.ImportPath}}{{"\t"}}{{.Dir}}{{range .TestGoFiles}}{{"\t"}}{{.}}{{end}}{{range .XTestGoFiles}}{{"\t"}}{{.}}{{end}}' \
 	"${patterns[@]}" >"$work/packages"
 
-run_start=$(now)
-targets=0
-failed=()
-built=0
+# Keep the packages whose test files declare a fuzz target.
 while IFS=$'\t' read -r pkg dir files; do
 	[ -n "${files:-}" ] || continue
 	read -r -a tests <<<"$files"
 	(cd "$dir" && grep -qE '^func Fuzz[A-Za-z0-9_]*\(' "${tests[@]}") || continue
+	printf '%s\t%s\t%s\n' "$pkg" "$dir" "$work/$(printf '%s' "$pkg" | tr '/.' '__').test"
+done <"$work/packages" >"$work/fuzzing"
+
+# Build the test binaries one after the other in the background, so the
+# next one builds while the previous one fuzzes. BIN.ok holds the build time.
+build_all() {
+	while IFS=$'\t' read -r pkg _ bin; do
+		local t0
+		t0=$(now)
+		if "$GO" test -c -fuzz=. -ldflags='-s -w' -o "$bin" "$pkg" </dev/null >"$bin.log" 2>&1; then
+			secs $(($(now) - t0)) >"$bin.ok"
+		else
+			touch "$bin.fail"
+		fi
+	done <"$work/fuzzing"
+}
+build_all &
+builder=$!
+trap 'kill "$builder" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+targets=0
+failed=()
+built=0
+while IFS=$'\t' read -r pkg dir bin; do
 	rel=./${dir#"$root"/}
-	bin="$work/$(printf '%s' "$pkg" | tr '/.' '__').test"
-	t0=$(now)
-	if ! "$GO" test -c -fuzz=. -o "$bin" "$pkg" >"$work/build.log" 2>&1; then
-		cat "$work/build.log"
+	while [ ! -e "$bin.ok" ] && [ ! -e "$bin.fail" ]; do sleep 0.2; done
+	if [ -e "$bin.fail" ]; then
+		cat "$bin.log"
 		say "FAIL: building $rel's test binary"
 		failed+=("$rel (build)")
 		continue
 	fi
 	built=$((built + 1))
-	names=$(cd "$dir" && "$bin" -test.list '^Fuzz' | grep -E '^Fuzz' | grep -E -- "$FUZZ_MATCH" || true)
+	names=$(cd "$dir" && "$bin" -test.list '^Fuzz' </dev/null | grep -E '^Fuzz' | grep -E -- "$FUZZ_MATCH" || true)
 	[ -n "$names" ] || continue
-	say "$rel: built in $(secs $(($(now) - t0))); targets: $(echo $names)"
+	say "$rel: built in $(cat "$bin.ok"); targets: $(echo $names)"
 	for name in $names; do
 		targets=$((targets + 1))
 		log="$work/$name.log"
@@ -75,7 +97,7 @@ while IFS=$'\t' read -r pkg dir files; do
 		status=0
 		(cd "$dir" && "$bin" -test.run '^$' -test.fuzz "^${name}\$" -test.fuzztime "$FUZZTIME" \
 			-test.parallel "$FUZZ_PARALLEL" -test.timeout "$FUZZ_TIMEOUT" \
-			-test.fuzzcachedir "$cache_root/$pkg") >"$log" 2>&1 || status=$?
+			-test.fuzzcachedir "$cache_root/$pkg") </dev/null >"$log" 2>&1 || status=$?
 		took=$(secs $(($(now) - t0)))
 		# From the coordinator's last progress line: "elapsed: 5s, execs: 12345 (2469/sec), ..."
 		progress=$(grep -oE 'execs: [0-9]+' "$log" | tail -n1 || true)
@@ -98,7 +120,8 @@ while IFS=$'\t' read -r pkg dir files; do
 			say "FAIL: $name ($rel) in $took (exit $status, no crasher written: see the log above)"
 		fi
 	done
-done <"$work/packages"
+done <"$work/fuzzing"
+wait "$builder"
 
 total=$(secs $(($(now) - run_start)))
 if [ ${#failed[@]} -gt 0 ]; then
