@@ -11,7 +11,12 @@ TOOLS_DIR   ?= $(HOME)/.cache/trustamp/tools
 export GOTOOLCHAIN := local
 export TRUSTAMP_TOOLS_DIR := $(TOOLS_DIR)
 
-.PHONY: build run tools test vet staticcheck ci bench demo clean
+# How long each fuzz target runs in `make test` and `make fuzz`; longer by
+# hand, e.g. `make fuzz FUZZTIME=1m FUZZ_MATCH=FuzzOCSPRequest`.
+FUZZTIME    ?= 5s
+FUZZ_MATCH  ?= .
+
+.PHONY: build run tools test fuzz vet staticcheck ci bench demo clean
 
 build:
 	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/trustamp ./cmd/trustamp
@@ -23,9 +28,16 @@ tools:
 	./tools/install.sh
 
 # -race everywhere: the store, audit chain and server are concurrent, and the
-# other packages cost little extra.
+# other packages cost little extra. Then every fuzz target for FUZZTIME (the
+# unit tests above already replay their committed seed corpora).
 test: tools
 	$(GO) test -race -count=1 -timeout 10m ./...
+	FUZZTIME=$(FUZZTIME) FUZZ_MATCH='$(FUZZ_MATCH)' GO=$(GO) ./tools/fuzz.sh
+
+# Every func FuzzX in the module, FUZZTIME each; a crasher fails it and is
+# left in the package's testdata/fuzz/FuzzX/ to commit as a regression seed.
+fuzz: tools
+	FUZZTIME=$(FUZZTIME) FUZZ_MATCH='$(FUZZ_MATCH)' GO=$(GO) ./tools/fuzz.sh
 
 vet:
 	$(GO) vet ./...

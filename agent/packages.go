@@ -1,9 +1,7 @@
 package agent
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto"
 	"crypto/sha256"
@@ -43,7 +41,6 @@ const (
 	trialFile   = "trial.json"
 	pkgState    = "state.json"
 	contentSum  = ".trustamp-content-sha256"
-	maxUnpacked = 4 << 30 // refuse archives that unpack to more than 4 GiB
 )
 
 // diskPackages is opamp-go's PackagesStateProvider on disk, for the agent's
@@ -59,6 +56,8 @@ type diskPackages struct {
 	// did not stay up) means it rolled back.
 	install func(ctx context.Context, version string) error
 	logf    func(format string, args ...any)
+	// limits bound what one archive may unpack to (zero: the defaults).
+	limits extractLimits
 
 	mu     sync.Mutex
 	st     pkgFileState
@@ -333,56 +332,19 @@ func (p *diskPackages) unpack(archive, version string, digest []byte) error {
 		return err
 	}
 	defer f.Close()
-	gz, err := gzip.NewReader(f)
-	if err != nil {
-		return fmt.Errorf("not a gzip archive: %w", err)
-	}
 	base := filepath.Join(p.dir, versionsDir)
 	tmp, err := os.MkdirTemp(base, "."+version+".*")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	tr := tar.NewReader(gz)
-	var total int64
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("archive: %w", err)
-		}
-		name := filepath.Clean(hdr.Name)
-		if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, ".."+string(filepath.Separator)) || name == contentSum {
-			return fmt.Errorf("archive entry %q escapes the package directory", hdr.Name)
-		}
-		target := filepath.Join(tmp, name)
-		switch hdr.Typeflag {
-		case tar.TypeDir:
-			if err := os.MkdirAll(target, 0o755); err != nil {
-				return err
-			}
-		case tar.TypeReg:
-			total += hdr.Size
-			if total > maxUnpacked {
-				return fmt.Errorf("archive unpacks to more than %d bytes", maxUnpacked)
-			}
-			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-				return err
-			}
-			if err := writeFile(target, tr, os.FileMode(hdr.Mode)&0o755|0o400); err != nil {
-				return err
-			}
-		default:
-			// Links and devices could point outside the package.
-			return fmt.Errorf("archive entry %q: type %c not allowed (regular files and directories only)", hdr.Name, hdr.Typeflag)
-		}
+	if err := extractTarGz(f, tmp, p.limits); err != nil {
+		return err
 	}
 	if err := os.WriteFile(filepath.Join(tmp, contentSum), []byte(hex.EncodeToString(digest)+"\n"), 0o400); err != nil {
 		return err
 	}
-	if err := syncDir(tmp); err != nil {
+	if err := syncTree(tmp); err != nil {
 		return err
 	}
 	final := filepath.Join(base, version)
@@ -398,21 +360,6 @@ func (p *diskPackages) unpack(archive, version string, digest []byte) error {
 		return err
 	}
 	return syncDir(base)
-}
-
-func writeFile(path string, r io.Reader, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return err
-	}
-	_, err = io.Copy(f, r)
-	if serr := f.Sync(); err == nil {
-		err = serr
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 func (p *diskPackages) versionDir(v string) string { return filepath.Join(p.dir, versionsDir, v) }

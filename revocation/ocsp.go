@@ -22,8 +22,13 @@ import (
 	"github.com/trustamp/trustamp/storage/state"
 )
 
-// maxOCSPRequest bounds a POSTed OCSP request; real ones are ~100 bytes.
+// maxOCSPRequest bounds an OCSP request, POSTed or decoded from a GET
+// path; real ones are ~100 bytes (a few hundred with several certificates
+// and a nonce).
 const maxOCSPRequest = 8 << 10
+
+// maxSerialOctets is RFC 5280's bound on a certificate serial number.
+const maxSerialOctets = 20
 
 // ServeOCSP is an RFC 6960 responder: GET /v1/ocsp/<base64 request> and POST
 // /v1/ocsp with an application/ocsp-request body. It answers good for a
@@ -62,7 +67,12 @@ func (s *Service) ServeOCSP(w http.ResponseWriter, r *http.Request) {
 		IssuerHash:   req.HashAlgorithm,
 	}
 	serial := serialHex(req)
-	if e, ok := s.set.lookup(serial); ok {
+	if serial == "" {
+		// Not a serial this CA could have issued (zero, negative or over
+		// 20 octets): no lookup, and never the status of the positive
+		// serial with the same magnitude.
+		tmpl.Status = ocsp.Unknown
+	} else if e, ok := s.set.lookup(serial); ok {
 		tmpl.Status, tmpl.RevokedAt, tmpl.RevocationReason = ocsp.Revoked, e.revokedAt.UTC(), mustCode(e.reason)
 	} else {
 		var (
@@ -119,6 +129,9 @@ func ocspRequestBytes(r *http.Request) ([]byte, error) {
 		if u, err := url.PathUnescape(enc); err == nil {
 			enc = u
 		}
+		if len(enc) > base64.StdEncoding.EncodedLen(maxOCSPRequest) {
+			return nil, errors.New("OCSP request too large")
+		}
 		b, err := base64.StdEncoding.DecodeString(enc)
 		if err != nil {
 			b, err = base64.RawURLEncoding.DecodeString(strings.TrimRight(enc, "="))
@@ -171,7 +184,12 @@ func hasher(alg crypto.Hash) (hash.Hash, bool) {
 	return nil, false
 }
 
+// serialHex is the request's serial as the store keys it, or "" for one no
+// certificate of this CA can carry.
 func serialHex(req *ocsp.Request) string {
+	if req.SerialNumber == nil || req.SerialNumber.Sign() <= 0 || len(req.SerialNumber.Bytes()) > maxSerialOctets {
+		return ""
+	}
 	return hex.EncodeToString(req.SerialNumber.Bytes())
 }
 

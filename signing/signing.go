@@ -46,6 +46,11 @@ import (
 // BundleSuffix is appended to an artifact's name for its bundle.
 const BundleSuffix = ".sigstore.json"
 
+// MaxBundleSize bounds a bundle before it is parsed. trustamp's bundles are
+// about 1 KiB; a keyless one with a certificate chain, transparency-log
+// entry and timestamp stays under 16 KiB.
+const MaxBundleSize = 256 << 10
+
 // ErrBadSignature means a bundle or signature does not verify: the
 // artifact, the key or the signature is not what it claims.
 var ErrBadSignature = errors.New("signing: signature does not verify")
@@ -200,6 +205,9 @@ func BundleDigest(bundleJSON []byte) ([]byte, error) {
 }
 
 func parseBundle(bundleJSON []byte) (*bundle.Bundle, error) {
+	if len(bundleJSON) > MaxBundleSize {
+		return nil, fmt.Errorf("signing: bundle of %d bytes is over the %d-byte limit", len(bundleJSON), MaxBundleSize)
+	}
 	var b bundle.Bundle
 	if err := b.UnmarshalJSON(bundleJSON); err != nil {
 		return nil, fmt.Errorf("signing: not a Sigstore bundle: %w", err)
@@ -229,7 +237,7 @@ func VerifyDigest(bundleJSON []byte, pub crypto.PublicKey, digest []byte) error 
 	}
 	_, err = verifier.Verify(b, verify.NewPolicy(verify.WithArtifactDigest("sha256", digest), verify.WithKey()))
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrBadSignature, err)
+		return fmt.Errorf("%w: %w", ErrBadSignature, err)
 	}
 	return nil
 }
