@@ -124,7 +124,9 @@ func spoilCases(t *testing.T) []spoilCase {
 		{"longer life", func(c *x509.Certificate, _ *crypto.PublicKey) { c.NotAfter = t0.Add(48 * time.Hour) }, "longer than"},
 		{"backdated", func(c *x509.Certificate, _ *crypto.PublicKey) { c.NotBefore = t0.Add(-48 * time.Hour) }, "backdated"},
 		{"not yet valid", func(c *x509.Certificate, _ *crypto.PublicKey) { c.NotBefore = t0.Add(time.Hour) }, "in the future"},
-		{"expired", func(c *x509.Certificate, _ *crypto.PublicKey) { c.NotBefore, c.NotAfter = t0.Add(-2*time.Hour), t0.Add(-time.Second) }, "already expired"},
+		{"expired", func(c *x509.Certificate, _ *crypto.PublicKey) {
+			c.NotBefore, c.NotAfter = t0.Add(-2*time.Hour), t0.Add(-time.Second)
+		}, "already expired"},
 	}
 }
 
@@ -263,4 +265,3 @@ func TestServerMadeKeyCertificateIsProfileOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-

@@ -117,7 +117,7 @@ func Cases() []Case {
 	type dp struct {
 		Name dpName `asn1:"optional,tag:0"`
 	}
-	cdp := mustMarshal([]dp{{Name: dpName{FullName: []asn1.RawValue{ctx(6, false, []byte("http://" + Marker + ".example/crl"))}}}})
+	cdp := mustMarshal([]dp{{Name: dpName{FullName: []asn1.RawValue{ctx(6, false, []byte("http://"+Marker+".example/crl"))}}}})
 	upnValue := mustMarshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true,
 		Bytes: mustMarshal(asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagUTF8String, Bytes: []byte("admin@" + Marker + ".example")})})
 	otherName := ctx(0, true, append(mustMarshal(oidUPN), upnValue...))

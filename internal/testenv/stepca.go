@@ -93,7 +93,7 @@ func StartStepCA(t testing.TB) *StepCA {
 			"db":     map[string]any{"type": "bbolt", "dataSource": filepath.Join(dir, "db")},
 			"crl":    map[string]any{"enabled": true, "generateOnRevoke": true},
 			"authority": map[string]any{
-				"claims":       map[string]any{"minTLSCertDuration": "1m", "maxTLSCertDuration": "72h", "defaultTLSCertDuration": "24h"},
+				"claims": map[string]any{"minTLSCertDuration": "1m", "maxTLSCertDuration": "72h", "defaultTLSCertDuration": "24h"},
 				"provisioners": []any{map[string]any{"type": "JWK", "name": s.Provisioner, "key": pub, "encryptedKey": encKey,
 					"options": map[string]any{"x509": map[string]any{"template": StepCAClientTemplate}}}},
 			},
