@@ -109,7 +109,7 @@ func TestExternalIssuerResultChecked(t *testing.T) {
 		f.spoil = tc.spoil
 		if iss, err := issue(); err == nil || !errors.Is(err, ErrIssuedCertRejected) || !strings.Contains(err.Error(), "did not ask for") ||
 			!strings.Contains(err.Error(), tc.reason) {
-			t.Errorf("%s: issued %v, err %v; want ErrIssuedCertRejected naming %q", tc.name, iss, err, tc.reason)
+			t.Errorf("%s: issued=%v, err %v; want ErrIssuedCertRejected naming %q", tc.name, iss != nil, err, tc.reason)
 		}
 	}
 	f.spoil = nil
