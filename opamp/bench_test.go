@@ -22,7 +22,7 @@ import (
 	"github.com/trustamp/trustamp/storage/state"
 )
 
-func benchServer(b *testing.B) *Server {
+func benchServer(b testing.TB) *Server {
 	b.Helper()
 	ctx := context.Background()
 	dir := b.TempDir()

@@ -197,7 +197,7 @@ type Want struct {
 // put there: a subject other than CN=<uid>, a name other than the SPIFFE
 // URI, a usage other than digitalSignature/clientAuth, a CA flag, an
 // extension outside SKI, AKI, KU, EKU, BC, SAN, CDP, AIA, revocation URLs
-// other than the server's, or the Marker anywhere in the DER.
+// other than the server's, or the Marker in any extension.
 func ProfileOnly(leaf *x509.Certificate, w Want) error {
 	var rdns pkix.RDNSequence
 	if _, err := asn1.Unmarshal(leaf.RawSubject, &rdns); err != nil {
@@ -235,8 +235,10 @@ func ProfileOnly(leaf *x509.Certificate, w Want) error {
 		return fmt.Errorf("revocation URLs CDP %v OCSP %v CA issuers %v, want the server's %q %q",
 			leaf.CRLDistributionPoints, leaf.OCSPServer, leaf.IssuingCertificateURL, w.CRLURL, w.OCSPURL)
 	}
-	if bytes.Contains(bytes.ToLower(leaf.Raw), []byte(Marker)) {
-		return fmt.Errorf("the certificate contains %q: something of the request reached it", Marker)
+	for _, e := range leaf.Extensions {
+		if bytes.Contains(bytes.ToLower(e.Value), []byte(Marker)) {
+			return fmt.Errorf("extension %s contains %q: something of the request reached it", e.Id, Marker)
+		}
 	}
 	return nil
 }
