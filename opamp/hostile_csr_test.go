@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"github.com/trustamp/trustamp/api"
 	"github.com/trustamp/trustamp/ca"
 	"github.com/trustamp/trustamp/ca/catest"
+	"github.com/trustamp/trustamp/opamp/extension"
 )
 
 func csrRequest(csrPEM []byte) *protobufs.ConnectionSettingsRequest {
@@ -68,6 +70,9 @@ func (e *env) checkHostileAnswer(t *testing.T, c catest.Case, got *protobufs.Ser
 	}
 	certPEM := got.GetConnectionSettings().GetOpamp().GetCertificate().GetCert()
 	if certPEM == nil {
+		certPEM = got.GetConnectionSettings().GetOwnMetrics().GetCertificate().GetCert()
+	}
+	if certPEM == nil {
 		t.Fatalf("no certificate offered (the request should be ignored, not refused): %v", got.ErrorResponse)
 	}
 	if err := catest.Lacks(c, leafOf(t, certPEM), want); err != nil {
@@ -79,12 +84,12 @@ func (e *env) checkHostileAnswer(t *testing.T, c catest.Case, got *protobufs.Ser
 }
 
 // TestHostileCSRs: every extension kind and subject attribute a hostile
-// agent asks for (issue 14), on enrollment (bearer token) and on rotation
-// (mTLS, the agent's own CSR): refused with the reason, or the certificate
-// issued without it. Nothing from the request but its public key reaches
-// a certificate.
+// agent asks for (issue 14), on enrollment (bearer token), on rotation
+// (mTLS, the agent's own CSR) and for a destination (io.trustamp.csr
+// message): refused with the reason, or the certificate issued without it.
+// Nothing from the request but its public key reaches a certificate.
 func TestHostileCSRs(t *testing.T) {
-	e := start(t, "certificates:\n  agent_csr_interval: 1ms\n")
+	e := start(t, "certificates:\n  agent_csr_interval: 1ms\ndestinations:\n  own_metrics:\n    endpoint: https://metrics.example:4318\n")
 	tok := e.token(1000, "10m", nil)
 	rotating := e.agent("http")
 	if err := rotating.Enroll(ctx10(t), tok); err != nil {
@@ -118,6 +123,20 @@ func TestHostileCSRs(t *testing.T) {
 				before := e.certCount(t, rotating.UID)
 				seq++
 				got := e.mtlsPost(t, rotating, &protobufs.AgentToServer{InstanceUid: rotating.UID[:], SequenceNum: seq, ConnectionSettingsRequest: csrRequest(csr)})
+				w := want
+				w.UID = rotating.UID
+				e.checkHostileAnswer(t, c, got, rotating.UID, before, w)
+			})
+			t.Run("destination", func(t *testing.T) {
+				csr, err := catest.CSR(c, newP256(t), rotating.UID, "trustamp.local")
+				if err != nil {
+					t.Fatal(err)
+				}
+				data, _ := json.Marshal(extension.CSRMessage{Destination: "own_metrics", CSR: string(csr)})
+				before := e.certCount(t, rotating.UID)
+				seq++
+				got := e.mtlsPost(t, rotating, &protobufs.AgentToServer{InstanceUid: rotating.UID[:], SequenceNum: seq,
+					CustomMessage: &protobufs.CustomMessage{Capability: extension.CSRCapability, Type: extension.CSRReplyType, Data: data}})
 				w := want
 				w.UID = rotating.UID
 				e.checkHostileAnswer(t, c, got, rotating.UID, before, w)
