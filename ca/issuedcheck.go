@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -244,7 +245,7 @@ type distributionPoint struct {
 // trustamp's own CA exactly the configured CRL URL.
 func checkCDP(der []byte, r issuedRules) error {
 	var dps []distributionPoint
-	if rest, err := asn1.Unmarshal(der, &dps); err != nil || len(rest) > 0 {
+	if rest, err := asn1.Unmarshal(der, &dps); err != nil || len(rest) > 0 || !remarshals(dps, der) {
 		return errors.New("CRL distribution points do not parse")
 	}
 	var urls []string
@@ -274,6 +275,14 @@ func checkCDP(der []byte, r issuedRules) error {
 	return nil
 }
 
+// remarshals reports whether v encodes back to exactly der: Go's decoder
+// skips elements a struct does not name (a CRL issuer under another tag,
+// a third field), so what it did not read is caught here.
+func remarshals(v any, der []byte) bool {
+	b, err := asn1.Marshal(v)
+	return err == nil && bytes.Equal(b, der)
+}
+
 // accessDescription is RFC 5280's AccessDescription.
 type accessDescription struct {
 	Method   asn1.ObjectIdentifier
@@ -284,7 +293,7 @@ type accessDescription struct {
 // CA exactly the configured OCSP URL and nothing else.
 func checkAIA(der []byte, r issuedRules) error {
 	var ads []accessDescription
-	if rest, err := asn1.Unmarshal(der, &ads); err != nil || len(rest) > 0 {
+	if rest, err := asn1.Unmarshal(der, &ads); err != nil || len(rest) > 0 || !remarshals(ads, der) {
 		return errors.New("authority information access does not parse")
 	}
 	var ocsp []string

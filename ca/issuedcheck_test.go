@@ -120,6 +120,10 @@ func spoilCases(t *testing.T) []spoilCase {
 		{"AIA with another access method", ext(rawExt(oidAuthorityInfo, false, []ad{{asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 5}, gn(6, false, []byte("http://x"))}})), "not OCSP or CA issuers"},
 		{"AIA location not a URI", ext(rawExt(oidAuthorityInfo, false, []ad{{oidAccessOCSP, gn(4, true, dirName)}})), "not a URI"},
 		{"CRL distribution point naming a CRL issuer", ext(rawExt(oidCRLDistribution, false, []dp{{Name: fullName(gn(6, false, []byte("http://x/crl"))), CRLIssuer: gn(2, true, mustDER(gn(4, true, dirName)))}})), "CRL issuer"},
+		{"CRL distribution point with an element of another tag", ext(rawExt(oidCRLDistribution, false, []struct {
+			Name  asn1.RawValue
+			Other asn1.RawValue
+		}{{fullName(gn(6, false, []byte("http://x/crl"))), gn(4, true, dirName)}})), "do not parse"},
 		{"CRL distribution point not a URI", ext(rawExt(oidCRLDistribution, false, []dp{{Name: fullName(gn(4, true, dirName))}})), "not a URI"},
 		{"longer life", func(c *x509.Certificate, _ *crypto.PublicKey) { c.NotAfter = t0.Add(48 * time.Hour) }, "longer than"},
 		{"backdated", func(c *x509.Certificate, _ *crypto.PublicKey) { c.NotBefore = t0.Add(-48 * time.Hour) }, "backdated"},
