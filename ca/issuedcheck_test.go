@@ -257,6 +257,22 @@ func TestHostileCSRsEmbedded(t *testing.T) {
 	}
 }
 
+// Two SAN templates that render the same name do not make the certificate
+// rejected (the DNS names are compared as sets).
+func TestIssuedCheckDuplicateTemplateNames(t *testing.T) {
+	a := newCA(t)
+	uid := uuid.Must(uuid.NewV7())
+	csr, _ := ParseCSR(csrPEM(t, p256(t), &x509.CertificateRequest{}))
+	p := Profile{SANTemplates: []string{"{host}.agents.example.com", "{host}.agents.example.com"}}
+	iss, err := a.IssueAgent(context.Background(), csr, uid, p, map[string]string{"host": "web-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(iss.Leaf.DNSNames) == 0 || iss.Leaf.DNSNames[0] != "web-1.agents.example.com" {
+		t.Fatalf("DNS names %v", iss.Leaf.DNSNames)
+	}
+}
+
 // A server-made key goes through the same template and check.
 func TestServerMadeKeyCertificateIsProfileOnly(t *testing.T) {
 	a := newCA(t)
