@@ -53,13 +53,13 @@ func ParseCSR(pemBytes []byte) (*x509.CertificateRequest, error) {
 //
 // Refused: a CN other than the agent's uid; any SAN other than the agent's
 // own SPIFFE URI (DNS, IP, email, otherName, directoryName, registeredID...);
-// basic constraints CA:TRUE; key usage other than digitalSignature,
-// keyEncipherment or keyAgreement (certSign, cRLSign...); an extended key
-// usage other than clientAuth (serverAuth, codeSigning, OCSPSigning, any...);
-// name constraints; any critical extension trustamp does not understand.
-// Ignored (never copied): other subject attributes (O, OU, C...), and other
-// non-critical extension requests (AIA, CRL distribution points, OCSP
-// no-check, policies, unknown ones).
+// basic constraints CA:TRUE; key usage keyCertSign or cRLSign; an extended
+// key usage other than clientAuth (serverAuth, codeSigning, OCSPSigning,
+// any...); name constraints; any critical extension trustamp does not
+// understand. Ignored (never copied): other subject attributes (O, OU,
+// C...), other key usage bits (the certificate gets digitalSignature only),
+// and other non-critical extension requests (AIA, CRL distribution points,
+// OCSP no-check, policies, unknown ones).
 func CheckAgentCSR(csr *x509.CertificateRequest, uid uuid.UUID, trustDomain string, p Profile) error {
 	if err := p.WithDefaults().checkKey(csr.PublicKey); err != nil {
 		return err
@@ -113,12 +113,12 @@ func checkCSRExtension(e pkix.Extension) error {
 		}
 		var bad []string
 		for _, b := range bits {
-			if b != "digitalSignature" && b != "keyEncipherment" && b != "keyAgreement" {
+			if b == "keyCertSign" || b == "cRLSign" {
 				bad = append(bad, b)
 			}
 		}
 		if len(bad) > 0 {
-			return refuse("key usage %s requested: agent certificates get digitalSignature only", joinNames(bad))
+			return refuse("key usage %s requested: an agent certificate never signs certificates or CRLs", joinNames(bad))
 		}
 	case e.Id.Equal(oidExtKeyUsage):
 		oids, err := parseEKU(e.Value)

@@ -144,6 +144,7 @@ func Cases() []Case {
 			Template: ext(oidBC, true, mustMarshal(struct{ IsCA bool }{true}))},
 		{Name: "key usage certSign", Refused: true, Reason: "keyCertSign", OID: oidKU, Template: ext(oidKU, true, keyUsage(0, 5))},
 		{Name: "key usage cRLSign", Refused: true, Reason: "cRLSign", OID: oidKU, Template: ext(oidKU, true, keyUsage(0, 6))},
+		{Name: "key usage nonRepudiation and keyEncipherment (openssl's v3_req)", Template: ext(oidKU, false, keyUsage(0, 1, 2))},
 		{Name: "EKU serverAuth", Refused: true, Reason: "serverAuth", OID: oidEKU, Template: ext(oidEKU, false, mustMarshal([]asn1.ObjectIdentifier{ekuClient, ekuServer}))},
 		{Name: "EKU codeSigning", Refused: true, Reason: "codeSigning", OID: oidEKU, Template: ext(oidEKU, false, mustMarshal([]asn1.ObjectIdentifier{ekuCode}))},
 		{Name: "EKU OCSPSigning", Refused: true, Reason: "OCSPSigning", OID: oidEKU, Template: ext(oidEKU, false, mustMarshal([]asn1.ObjectIdentifier{ekuClient, ekuOCSP}))},
