@@ -8,14 +8,15 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"time"
-
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/smallstep/certificates/authority"
@@ -222,8 +223,13 @@ type Issued struct {
 }
 
 // IssueAgent signs csr for agent uid under profile p, after CheckAgentCSR.
-// The subject (CN = uid), the URI SAN, key usages and validity are set here,
-// never taken from the CSR.
+// The server decides every byte of the certificate: subject (CN = uid, and
+// nothing else), SANs (the SPIFFE URI and the profile's SAN templates), key
+// usage, extended key usage, basic constraints, validity, CRL and OCSP
+// locations; only the CSR's public key is taken from the request. Whatever
+// the issuer (embedded, vault-pki, step-ca), the certificate then passes
+// checkIssued before anything is recorded or returned; a failure is
+// ErrIssuedCertRejected.
 // attrs are the agent's description attributes, for the profile's SAN
 // templates; nil is fine for profiles without templates.
 func (a *Authority) IssueAgent(ctx context.Context, csr *x509.CertificateRequest, uid uuid.UUID, p Profile, attrs map[string]string) (*Issued, error) {
@@ -235,51 +241,94 @@ func (a *Authority) IssueAgent(ctx context.Context, csr *x509.CertificateRequest
 	if err != nil {
 		return nil, err
 	}
-	if p.Issuer != "" && p.Issuer != "embedded" {
-		return a.issueExternal(ctx, p.Issuer, csr, uid, p, extraDNS)
+	name := p.Issuer
+	if name == "" {
+		name = "embedded"
 	}
-	now := a.cfg.Clock()
-	identity := provisioner.CertificateModifierFunc(func(c *x509.Certificate, _ provisioner.SignOptions) error {
-		c.Subject.CommonName = uid.String()
-		c.Subject.Organization = nil
-		c.DNSNames, c.IPAddresses, c.EmailAddresses = extraDNS, nil, nil
-		c.URIs = []*url.URL{SPIFFEID(a.cfg.TrustDomain, uid)}
-		c.KeyUsage = x509.KeyUsageDigitalSignature
-		c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-		c.NotBefore = now.Add(-p.Backdate)
-		c.NotAfter = now.Add(p.Lifetime)
-		c.BasicConstraintsValid = true
-		c.IsCA = false
-		c.CRLDistributionPoints, c.OCSPServer = nil, nil
-		if a.cfg.CRLURL != "" {
-			c.CRLDistributionPoints = []string{a.cfg.CRLURL}
-		}
-		if a.cfg.OCSPURL != "" {
-			c.OCSPServer = []string{a.cfg.OCSPURL}
-		}
-		return nil
-	})
-	// smallstep verifies the CSR's signature before signing; only when it
-	// refuses is the signature checked again, to say so in our words.
-	iss := a.cur.Load()
-	chain, err := iss.step.SignWithContext(ctx, csr, provisioner.SignOptions{Backdate: p.Backdate}, identity)
+	want := issuedWant{pub: csr.PublicKey, uid: uid, spiffe: SPIFFEID(a.cfg.TrustDomain, uid).String(), dns: extraDNS,
+		lifetime: p.Lifetime, backdate: p.Backdate, now: a.cfg.Clock()}
+	var (
+		chain    []*x509.Certificate
+		rules    issuedRules
+		pemChain func(leaf *x509.Certificate) []byte
+	)
+	if name == "embedded" {
+		chain, rules, pemChain, err = a.signEmbedded(ctx, csr, want)
+	} else {
+		chain, rules, pemChain, err = a.signExternal(ctx, name, csr, p, want)
+	}
 	if err != nil {
-		if sigErr := csr.CheckSignature(); sigErr != nil {
-			return nil, refuse("CSR signature does not verify: %v", sigErr)
-		}
-		return nil, fmt.Errorf("ca: sign csr for %s: %w", uid, err)
+		return nil, err
+	}
+	if err := checkIssued(chain, want, rules); err != nil {
+		return nil, fmt.Errorf("%w: %s issued a certificate trustamp did not ask for (not recorded, not sent): %w", ErrIssuedCertRejected, name, err)
 	}
 	leaf := chain[0]
 	sum := sha256.Sum256(leaf.Raw)
 	serial := hex.EncodeToString(leaf.SerialNumber.Bytes())
 	return &Issued{
 		Leaf:        leaf,
-		CertPEM:     append(pemCert(leaf.Raw), iss.chainPEM...),
+		CertPEM:     pemChain(leaf),
 		Serial:      serial,
 		Fingerprint: hex.EncodeToString(sum[:]),
 		Profile:     p.Name,
 		RenewAfter:  p.RenewAfter(leaf.NotBefore, leaf.NotAfter, serial),
 	}, nil
+}
+
+// agentTemplate is an agent certificate as trustamp's profile makes it,
+// from nothing but the agent's public key.
+func (a *Authority) agentTemplate(csr *x509.CertificateRequest, w issuedWant) *x509.Certificate {
+	c := &x509.Certificate{
+		SerialNumber:          randomSerial(),
+		Subject:               pkix.Name{CommonName: w.uid.String()},
+		PublicKey:             csr.PublicKey,
+		PublicKeyAlgorithm:    csr.PublicKeyAlgorithm,
+		NotBefore:             w.now.Add(-w.backdate),
+		NotAfter:              w.now.Add(w.lifetime),
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  false,
+		DNSNames:              slices.Clone(w.dns),
+		URIs:                  []*url.URL{SPIFFEID(a.cfg.TrustDomain, w.uid)},
+	}
+	if a.cfg.CRLURL != "" {
+		c.CRLDistributionPoints = []string{a.cfg.CRLURL}
+	}
+	if a.cfg.OCSPURL != "" {
+		c.OCSPServer = []string{a.cfg.OCSPURL}
+	}
+	return c
+}
+
+// signEmbedded signs through smallstep's embedded authority. smallstep
+// builds its template from the CSR (subject, SANs and every requested
+// extension, as ExtraExtensions that override the fields set after); the
+// modifier throws that template away and puts trustamp's in its place, so
+// nothing of the request but its public key is signed.
+func (a *Authority) signEmbedded(ctx context.Context, csr *x509.CertificateRequest, w issuedWant) ([]*x509.Certificate, issuedRules, func(*x509.Certificate) []byte, error) {
+	tmpl := a.agentTemplate(csr, w)
+	replace := provisioner.CertificateModifierFunc(func(c *x509.Certificate, _ provisioner.SignOptions) error {
+		*c = *tmpl
+		return nil
+	})
+	// smallstep verifies the CSR's signature before signing; only when it
+	// refuses is the signature checked again, to say so in our words.
+	iss := a.cur.Load()
+	chain, err := iss.step.SignWithContext(ctx, csr, provisioner.SignOptions{Backdate: w.backdate}, replace)
+	if err != nil {
+		if sigErr := csr.CheckSignature(); sigErr != nil {
+			return nil, issuedRules{}, nil, refuse("CSR signature does not verify: %v", sigErr)
+		}
+		return nil, issuedRules{}, nil, fmt.Errorf("ca: sign csr for %s: %w", w.uid, err)
+	}
+	rules := issuedRules{issuer: "embedded", extensions: BaseExtensions, pinnedURLs: true,
+		crlURL: a.cfg.CRLURL, ocspURL: a.cfg.OCSPURL, roots: iss.roots, intermediates: iss.intermediates}
+	pemChain := func(leaf *x509.Certificate) []byte { return append(pemCert(leaf.Raw), iss.chainPEM...) }
+	// The chain checked is the leaf alone: it must verify through the
+	// intermediates trusted today, not through what smallstep appended.
+	return chain[:1], rules, pemChain, nil
 }
 
 // ErrServerKeysForbidden means the profile does not let the server make an

@@ -31,7 +31,7 @@ func BenchmarkIssuers(b *testing.B) {
 	root := v.API(b, "POST", "pki/root/generate/internal", map[string]any{"common_name": "bench root", "ttl": "8760h", "key_type": "ec", "key_bits": 256})
 	v.API(b, "POST", "pki/roles/agents", map[string]any{"allow_any_name": true, "enforce_hostnames": false,
 		"allowed_uri_sans": "spiffe://trustamp.local/*", "client_flag": true, "server_flag": false, "key_type": "any",
-		"max_ttl": "72h", "no_store": true, "use_csr_common_name": false, "use_csr_sans": false})
+		"max_ttl": "72h", "no_store": true, "use_csr_common_name": false, "use_csr_sans": false, "key_usage": []string{"DigitalSignature"}})
 	b.Setenv("VAULT_ADDR", v.Addr)
 	b.Setenv("VAULT_TOKEN", v.Token)
 	vc, err := vaultclient.New(vaultclient.Config{Address: v.Addr, Token: v.Token})

@@ -8,7 +8,6 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"math/big"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +20,7 @@ import (
 type fakeIssuer struct {
 	root    *x509.Certificate
 	key     crypto.Signer
+	pinned  *x509.Certificate // the root configured for it, when not root
 	spoil   func(*x509.Certificate, *crypto.PublicKey)
 	revoked []string
 	err     error
@@ -38,7 +38,12 @@ func newFakeIssuer(t *testing.T) *fakeIssuer {
 	return &fakeIssuer{root: root, key: k}
 }
 
-func (f *fakeIssuer) Roots() []*x509.Certificate { return []*x509.Certificate{f.root} }
+func (f *fakeIssuer) Roots() []*x509.Certificate {
+	if f.pinned != nil {
+		return []*x509.Certificate{f.pinned}
+	}
+	return []*x509.Certificate{f.root}
+}
 
 func (f *fakeIssuer) Revoke(_ context.Context, serial string) error {
 	f.revoked = append(f.revoked, serial)
@@ -64,7 +69,10 @@ func (f *fakeIssuer) Sign(_ context.Context, req SignRequest) ([]*x509.Certifica
 	if err != nil {
 		return nil, err
 	}
-	leaf, _ := x509.ParseCertificate(der)
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
 	return []*x509.Certificate{leaf, f.root}, nil
 }
 
@@ -97,23 +105,11 @@ func TestExternalIssuerResultChecked(t *testing.T) {
 	if got, err := a.VerifyAgent([]*x509.Certificate{iss.Leaf}); err != nil || got != uid {
 		t.Fatalf("an agent certificate from the external issuer is not accepted for mTLS: %v", err)
 	}
-	other := p256(t)
-	for name, spoil := range map[string]func(*x509.Certificate, *crypto.PublicKey){
-		"another key":     func(_ *x509.Certificate, pub *crypto.PublicKey) { *pub = other.Public() },
-		"another subject": func(c *x509.Certificate, _ *crypto.PublicKey) { c.Subject.CommonName = "someone-else" },
-		"another identity": func(c *x509.Certificate, _ *crypto.PublicKey) {
-			c.URIs = []*url.URL{{Scheme: "spiffe", Host: "evil", Path: "/x"}}
-		},
-		"extra DNS SAN": func(c *x509.Certificate, _ *crypto.PublicKey) { c.DNSNames = []string{"admin.example.com"} },
-		"longer life":   func(c *x509.Certificate, _ *crypto.PublicKey) { c.NotAfter = t0.Add(48 * time.Hour) },
-		"server auth only": func(c *x509.Certificate, _ *crypto.PublicKey) {
-			c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		},
-		"a CA certificate": func(c *x509.Certificate, _ *crypto.PublicKey) { c.IsCA, c.BasicConstraintsValid = true, true },
-	} {
-		f.spoil = spoil
-		if iss, err := issue(); err == nil || !strings.Contains(err.Error(), "did not ask for") {
-			t.Fatalf("%s: issued %v, err %v", name, iss, err)
+	for _, tc := range spoilCases(t) {
+		f.spoil = tc.spoil
+		if iss, err := issue(); err == nil || !errors.Is(err, ErrIssuedCertRejected) || !strings.Contains(err.Error(), "did not ask for") ||
+			!strings.Contains(err.Error(), tc.reason) {
+			t.Errorf("%s: issued=%v, err %v; want ErrIssuedCertRejected naming %q", tc.name, iss != nil, err, tc.reason)
 		}
 	}
 	f.spoil = nil

@@ -3,6 +3,7 @@ package ca
 import (
 	"context"
 	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"math/big"
@@ -60,6 +61,12 @@ func NewStepCA(cfg StepCAConfig, rootPEM []byte) (*StepCA, error) {
 		return nil, fmt.Errorf("ca: step-ca root: %w", err)
 	}
 	return &StepCA{cfg: cfg, roots: roots}, nil
+}
+
+// AllowedExtensions is step-ca's provisioner extension, which it adds to
+// every certificate (it names the provisioner that authorised it).
+func (s *StepCA) AllowedExtensions() []asn1.ObjectIdentifier {
+	return []asn1.ObjectIdentifier{oidStepCAProvisioner}
 }
 
 // Roots is step-ca's root.

@@ -31,7 +31,7 @@ func vaultPKI(t *testing.T, v *testenv.Vault) []byte {
 	v.API(t, "POST", "pki/roles/trustamp-agents", map[string]any{
 		"allow_any_name": true, "enforce_hostnames": false, "allowed_uri_sans": "spiffe://trustamp.local/*",
 		"client_flag": true, "server_flag": false, "key_type": "any", "max_ttl": "72h",
-		"use_csr_common_name": false, "use_csr_sans": false, "no_store": false,
+		"use_csr_common_name": false, "use_csr_sans": false, "no_store": false, "key_usage": []string{"DigitalSignature"},
 	})
 	return []byte(root["data"].(map[string]any)["certificate"].(string))
 }

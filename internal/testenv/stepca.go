@@ -22,6 +22,12 @@ import (
 	"go.step.sm/crypto/jose"
 )
 
+// StepCAClientTemplate is the provisioner's X.509 template trustamp's
+// post-issuance check needs (README, issuers.step_ca): step-ca's default
+// adds serverAuth to every certificate (and keyEncipherment for RSA keys);
+// agent certificates are clientAuth and digitalSignature only.
+const StepCAClientTemplate = `{"subject": {{ toJson .Subject }}, "sans": {{ toJson .SANs }}, "keyUsage": ["digitalSignature"], "extKeyUsage": ["clientAuth"]}`
+
 // StepCA is a running step-ca owned by one test, with a JWK provisioner.
 type StepCA struct {
 	URL         string // https://127.0.0.1:PORT
@@ -87,8 +93,9 @@ func StartStepCA(t testing.TB) *StepCA {
 			"db":     map[string]any{"type": "bbolt", "dataSource": filepath.Join(dir, "db")},
 			"crl":    map[string]any{"enabled": true, "generateOnRevoke": true},
 			"authority": map[string]any{
-				"claims":       map[string]any{"minTLSCertDuration": "1m", "maxTLSCertDuration": "72h", "defaultTLSCertDuration": "24h"},
-				"provisioners": []any{map[string]any{"type": "JWK", "name": s.Provisioner, "key": pub, "encryptedKey": encKey}},
+				"claims": map[string]any{"minTLSCertDuration": "1m", "maxTLSCertDuration": "72h", "defaultTLSCertDuration": "24h"},
+				"provisioners": []any{map[string]any{"type": "JWK", "name": s.Provisioner, "key": pub, "encryptedKey": encKey,
+					"options": map[string]any{"x509": map[string]any{"template": StepCAClientTemplate}}}},
 			},
 			"tls": map[string]any{"minVersion": 1.2, "maxVersion": 1.3},
 		}
