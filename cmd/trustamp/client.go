@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -49,4 +50,53 @@ func first(vals ...string) string {
 		}
 	}
 	return ""
+}
+
+// listing describes a read-only command that fetches rows from the admin
+// API and prints them as a table, or as JSON with -o json.
+type listing[T any] struct {
+	Use, Short string
+	Header     []string
+	// Fetch is a method expression of the client, e.g. (*api.Client).Pins.
+	Fetch func(*api.Client, context.Context) ([]T, error)
+	// Row is one table row of an item, in Header's order.
+	Row func(T) []string
+}
+
+// newListCmd builds the command for l: every listing takes the same client
+// flags and -o table|json, and prints the same way.
+func newListCmd[T any](g *globals, l listing[T]) *cobra.Command {
+	var (
+		cf     clientFlags
+		output string
+	)
+	cmd := &cobra.Command{
+		Use:   l.Use,
+		Short: l.Short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output, "table", "json"); err != nil {
+				return err
+			}
+			c, err := cf.client(g)
+			if err != nil {
+				return err
+			}
+			items, err := l.Fetch(c, cmd.Context())
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(cmd.OutOrStdout(), items)
+			}
+			rows := make([][]string, 0, len(items))
+			for _, it := range items {
+				rows = append(rows, l.Row(it))
+			}
+			return printTable(cmd.OutOrStdout(), l.Header, rows)
+		},
+	}
+	cf.register(cmd)
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
 }

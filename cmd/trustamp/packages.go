@@ -313,39 +313,14 @@ func selectorOrAll(sel string) string {
 }
 
 func newPinsCmd(g *globals) *cobra.Command {
-	var (
-		cf     clientFlags
-		output string
-	)
-	cmd := &cobra.Command{
-		Use:   "pins",
-		Short: "List which version each package type (and label selector) is pinned to",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output, "table", "json"); err != nil {
-				return err
-			}
-			c, err := cf.client(g)
-			if err != nil {
-				return err
-			}
-			ps, err := c.Pins(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return printJSON(cmd.OutOrStdout(), ps)
-			}
-			rows := make([][]string, 0, len(ps))
-			for _, p := range ps {
-				rows = append(rows, []string{p.Type, selectorOrAll(p.Selector), p.Version, p.PinnedBy, fmtTime(&p.PinnedAt)})
-			}
-			return printTable(cmd.OutOrStdout(), []string{"TYPE", "AGENTS", "VERSION", "BY", "AT"}, rows)
+	return newListCmd(g, listing[api.Pin]{
+		Use: "pins", Short: "List which version each package type (and label selector) is pinned to",
+		Header: []string{"TYPE", "AGENTS", "VERSION", "BY", "AT"},
+		Fetch:  (*api.Client).Pins,
+		Row: func(p api.Pin) []string {
+			return []string{p.Type, selectorOrAll(p.Selector), p.Version, p.PinnedBy, fmtTime(&p.PinnedAt)}
 		},
-	}
-	cf.register(cmd)
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
-	return cmd
+	})
 }
 
 func newRolloutStatusCmd(g *globals) *cobra.Command {

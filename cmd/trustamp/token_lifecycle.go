@@ -15,40 +15,15 @@ import (
 )
 
 func newTokenListCmd(g *globals) *cobra.Command {
-	var (
-		cf     clientFlags
-		output string
-	)
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List enrollment tokens (ids, never secrets)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output, "table", "json"); err != nil {
-				return err
-			}
-			c, err := cf.client(g)
-			if err != nil {
-				return err
-			}
-			ts, err := c.Tokens(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return printJSON(cmd.OutOrStdout(), ts)
-			}
-			rows := make([][]string, 0, len(ts))
-			for _, t := range ts {
-				rows = append(rows, []string{t.ID, t.State, strconv.Itoa(t.Used) + "/" + strconv.Itoa(t.MaxUses), strconv.Itoa(t.UsesLeft),
-					fmtTime(&t.CreatedAt), fmtTime(&t.ExpiresAt), fmtTime(t.RevokedAt), t.CreatedBy, fmtLabels(t.Labels)})
-			}
-			return printTable(cmd.OutOrStdout(), []string{"ID", "STATE", "USED", "LEFT", "CREATED", "EXPIRES", "REVOKED", "CREATED BY", "LABELS"}, rows)
+	return newListCmd(g, listing[api.EnrollmentToken]{
+		Use: "list", Short: "List enrollment tokens (ids, never secrets)",
+		Header: []string{"ID", "STATE", "USED", "LEFT", "CREATED", "EXPIRES", "REVOKED", "CREATED BY", "LABELS"},
+		Fetch:  (*api.Client).Tokens,
+		Row: func(t api.EnrollmentToken) []string {
+			return []string{t.ID, t.State, strconv.Itoa(t.Used) + "/" + strconv.Itoa(t.MaxUses), strconv.Itoa(t.UsesLeft),
+				fmtTime(&t.CreatedAt), fmtTime(&t.ExpiresAt), fmtTime(t.RevokedAt), t.CreatedBy, fmtLabels(t.Labels)}
 		},
-	}
-	cf.register(cmd)
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
-	return cmd
+	})
 }
 
 func newTokenRevokeCmd(g *globals) *cobra.Command {
@@ -82,39 +57,14 @@ certificates (revoke those with 'trustamp revoke').`,
 }
 
 func newAdminTokenListCmd(g *globals) *cobra.Command {
-	var (
-		cf     clientFlags
-		output string
-	)
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List admin API tokens (ids and roles, never secrets)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output, "table", "json"); err != nil {
-				return err
-			}
-			c, err := cf.client(g)
-			if err != nil {
-				return err
-			}
-			ts, err := c.AdminTokens(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if output == "json" {
-				return printJSON(cmd.OutOrStdout(), ts)
-			}
-			rows := make([][]string, 0, len(ts))
-			for _, t := range ts {
-				rows = append(rows, []string{t.ID, t.Name, t.Role, fmtTime(&t.CreatedAt), orDash(t.CreatedBy), yesNo(t.Revoked), fmtTime(t.RevokedAt)})
-			}
-			return printTable(cmd.OutOrStdout(), []string{"ID", "NAME", "ROLE", "CREATED", "CREATED BY", "REVOKED", "REVOKED AT"}, rows)
+	return newListCmd(g, listing[api.AdminToken]{
+		Use: "list", Short: "List admin API tokens (ids and roles, never secrets)",
+		Header: []string{"ID", "NAME", "ROLE", "CREATED", "CREATED BY", "REVOKED", "REVOKED AT"},
+		Fetch:  (*api.Client).AdminTokens,
+		Row: func(t api.AdminToken) []string {
+			return []string{t.ID, t.Name, t.Role, fmtTime(&t.CreatedAt), orDash(t.CreatedBy), yesNo(t.Revoked), fmtTime(t.RevokedAt)}
 		},
-	}
-	cf.register(cmd)
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
-	return cmd
+	})
 }
 
 func newAdminTokenRevokeCmd(g *globals) *cobra.Command {
