@@ -9,12 +9,16 @@ import (
 	"encoding/asn1"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"io"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -401,4 +405,46 @@ func FuzzOCSPRequest(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestOCSPWithOpenSSL: openssl ocsp, as relying parties run it, asks about
+// a good and a revoked certificate in one request with its default random
+// nonce, verifies the response against the root, checks the nonce and
+// reads both statuses.
+func TestOCSPWithOpenSSL(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		if os.Getenv("TRUSTAMP_ALLOW_SKIP") != "" {
+			t.Skip("openssl not installed")
+		}
+		t.Fatal("openssl not installed (TRUSTAMP_ALLOW_SKIP=1 to skip)")
+	}
+	f := newOCSPFixture(t)
+	srv := httptest.NewServer(http.HandlerFunc(f.svc.ServeOCSP))
+	defer srv.Close()
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	inter := write("inter.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.ca.Intermediate().Raw}))
+	root := write("root.pem", f.ca.RootPEM())
+	out, err := exec.Command("openssl", "ocsp", "-issuer", inter, "-CAfile", root, "-verify_other", inter,
+		"-serial", "0x"+ocspGoodSerial, "-serial", "0x"+ocspRevokedSerial, "-url", srv.URL+"/v1/ocsp").CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl ocsp: %v\n%s", err, out)
+	}
+	s := string(out)
+	for _, want := range []string{"Response verify OK", "0x" + ocspGoodSerial + ": good", "0x" + ocspRevokedSerial + ": revoked", "Reason: keyCompromise"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("openssl ocsp output lacks %q:\n%s", want, s)
+		}
+	}
+	for _, bad := range []string{"WARNING", "nonce", "No Status found", "ERROR"} {
+		if strings.Contains(strings.ToLower(s), strings.ToLower(bad)) {
+			t.Errorf("openssl ocsp output says %q:\n%s", bad, s)
+		}
+	}
 }
