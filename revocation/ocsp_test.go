@@ -9,12 +9,16 @@ import (
 	"encoding/asn1"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"io"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -95,63 +99,122 @@ func (f *ocspFixture) serve(get bool, path string, body []byte) (rec *httptest.R
 	return rec, true
 }
 
+// ocspAnswer is a successful response as a relying party reads it: every
+// SingleResponse (x/crypto/ocsp's view, signature verified against the
+// issuer) in order, with its CertID's DER, and the echoed nonce.
+type ocspAnswer struct {
+	resps   []*ocsp.Response
+	certIDs [][]byte
+	nonce   []byte // the nonce extension's value (DER OCTET STRING), nil without one
+}
+
 // answer parses a 200 response: the OCSP error status, or the signed
-// single response.
-func (f *ocspFixture) answer(t testing.TB, rec *httptest.ResponseRecorder) (*ocsp.Response, ocsp.ResponseStatus) {
+// answers.
+func (f *ocspFixture) answer(t testing.TB, rec *httptest.ResponseRecorder) (*ocspAnswer, ocsp.ResponseStatus) {
 	t.Helper()
 	if ct := rec.Header().Get("Content-Type"); ct != "application/ocsp-response" {
 		t.Fatalf("200 with Content-Type %q", ct)
 	}
-	resp, err := ocsp.ParseResponse(rec.Body.Bytes(), f.ca.Intermediate())
-	var re ocsp.ResponseError
-	if errors.As(err, &re) {
+	body := rec.Body.Bytes()
+	var outer ocspResponseASN1
+	if rest, err := asn1.Unmarshal(body, &outer); err != nil || len(rest) > 0 {
+		t.Fatalf("200 whose body is no OCSP response: %v", err)
+	}
+	if st := ocsp.ResponseStatus(outer.Status); st != ocsp.Success {
 		if cc := rec.Header().Get("Cache-Control"); cc != "no-store" {
-			t.Errorf("OCSP error %v cacheable: Cache-Control %q", re.Status, cc)
+			t.Errorf("OCSP error %v cacheable: Cache-Control %q", st, cc)
 		}
-		return nil, re.Status
+		if _, err := ocsp.ParseResponse(body, nil); !errors.As(err, new(ocsp.ResponseError)) {
+			t.Fatalf("error response %v that x/crypto/ocsp does not read as one: %v", st, err)
+		}
+		return nil, st
 	}
-	if err != nil {
-		t.Fatalf("200 whose body is no valid OCSP response signed for the issuer: %v", err)
+	var basic ocspBasicResponse
+	var data ocspResponseData
+	if _, err := asn1.Unmarshal(outer.Response.Response, &basic); err != nil {
+		t.Fatal(err)
 	}
-	return resp, ocsp.Success
+	if _, err := asn1.Unmarshal(basic.TBSResponseData.FullBytes, &data); err != nil {
+		t.Fatal(err)
+	}
+	a := &ocspAnswer{}
+	for _, e := range data.ResponseExtensions {
+		if e.Id.Equal(oidOCSPNonce) {
+			a.nonce = e.Value
+		}
+	}
+	seen := map[string]bool{}
+	for _, sr := range data.Responses {
+		var id ocspCertID
+		if _, err := asn1.Unmarshal(sr.CertID.FullBytes, &id); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := ocsp.ParseResponseForCert(body, &x509.Certificate{SerialNumber: id.SerialNumber}, f.ca.Intermediate())
+		if err != nil {
+			t.Fatalf("200 whose body is no valid OCSP response signed for the issuer: %v", err)
+		}
+		// ParseResponseForCert gives the first answer for a serial; a
+		// repeated serial is read from our own decoding.
+		if seen[id.SerialNumber.String()] {
+			r := *resp
+			switch {
+			case bool(sr.Good):
+				r.Status = ocsp.Good
+			case bool(sr.Unknown):
+				r.Status = ocsp.Unknown
+			default:
+				r.Status, r.RevocationReason = ocsp.Revoked, int(sr.Revoked.Reason)
+			}
+			resp = &r
+		}
+		seen[id.SerialNumber.String()] = true
+		a.resps = append(a.resps, resp)
+		a.certIDs = append(a.certIDs, sr.CertID.FullBytes)
+	}
+	if len(a.resps) == 0 {
+		t.Fatal("successful OCSP response without an answer")
+	}
+	return a, ocsp.Success
 }
 
-// twoCertRequest is one OCSP request naming both serials (first, second)
-// and carrying a nonce extension, as RFC 6960 allows.
-func (f *ocspFixture) twoCertRequest(t testing.TB, first, second *big.Int) []byte {
+// nonceExt is an id-pkix-ocsp-nonce request extension carrying n.
+func nonceExt(n []byte) pkix.Extension {
+	v, _ := asn1.Marshal(n)
+	return pkix.Extension{Id: oidOCSPNonce, Value: v}
+}
+
+// multiRequest is one OCSP request naming every serial under the
+// fixture's issuer, with exts as its requestExtensions.
+func (f *ocspFixture) multiRequest(t testing.TB, exts []pkix.Extension, serials ...*big.Int) []byte {
 	t.Helper()
-	type certID struct {
-		HashAlgorithm pkix.AlgorithmIdentifier
-		NameHash      []byte
-		IssuerKeyHash []byte
-		SerialNumber  *big.Int
+	var r ocspRequestASN1
+	for _, s := range serials {
+		var one ocspRequestASN1
+		if _, err := asn1.Unmarshal(f.request(t, s, crypto.SHA256), &one); err != nil {
+			t.Fatal(err)
+		}
+		r.TBSRequest.RequestList = append(r.TBSRequest.RequestList, ocspOneRequest{Cert: ocspCertID{
+			HashAlgorithm: one.TBSRequest.RequestList[0].Cert.HashAlgorithm, NameHash: one.TBSRequest.RequestList[0].Cert.NameHash,
+			IssuerKeyHash: one.TBSRequest.RequestList[0].Cert.IssuerKeyHash, SerialNumber: s}})
 	}
-	type single struct{ Cert certID }
-	type tbs struct {
-		RequestList []single
-		Extensions  []pkix.Extension `asn1:"explicit,tag:2,optional"`
-	}
-	type request struct{ TBSRequest tbs }
-	var a, b request
-	if _, err := asn1.Unmarshal(f.request(t, first, crypto.SHA256), &a); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := asn1.Unmarshal(f.request(t, second, crypto.SHA256), &b); err != nil {
-		t.Fatal(err)
-	}
-	a.TBSRequest.RequestList = append(a.TBSRequest.RequestList, b.TBSRequest.RequestList...)
-	nonce, _ := asn1.Marshal([]byte("0123456789abcdef"))
-	a.TBSRequest.Extensions = []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 1, 2}, Value: nonce}}
-	der, err := asn1.Marshal(a)
+	r.TBSRequest.RequestExtensions = exts
+	der, err := asn1.Marshal(r)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return der
 }
 
+// twoCertRequest is one OCSP request naming both serials (first, second)
+// and carrying a 16-octet nonce, as openssl sends.
+func (f *ocspFixture) twoCertRequest(t testing.TB, first, second *big.Int) []byte {
+	return f.multiRequest(t, []pkix.Extension{nonceExt([]byte("0123456789abcdef"))}, first, second)
+}
+
 // TestOCSPRequests: what a hostile or broken client can send to the
-// responder gets a well-formed answer, and never one about a certificate
-// it did not name.
+// responder gets a well-formed answer, every certificate it names is
+// answered in order, its nonce is echoed, and no answer is about a
+// certificate it did not name.
 func TestOCSPRequests(t *testing.T) {
 	f := newOCSPFixture(t)
 	neg := new(big.Int).Neg(f.good)
@@ -160,6 +223,27 @@ func TestOCSPRequests(t *testing.T) {
 	foreign.RawSubject = []byte("not the intermediate")
 	otherIssuer, _ := ocsp.CreateRequest(&x509.Certificate{SerialNumber: f.good}, &foreign, nil)
 	b64 := func(b []byte) string { return url.PathEscape(base64.StdEncoding.EncodeToString(b)) }
+	nonce := func(n int) []pkix.Extension { return []pkix.Extension{nonceExt(bytes.Repeat([]byte{7}, n))} }
+	serials := func(n int) []*big.Int {
+		out := []*big.Int{f.good, f.revoked}
+		for len(out) < n {
+			out = append(out, big.NewInt(int64(1000+len(out))))
+		}
+		return out
+	}
+	want16 := []int{ocsp.Good, ocsp.Revoked}
+	for len(want16) < maxOCSPCerts {
+		want16 = append(want16, ocsp.Unknown)
+	}
+	// Our good certificate and, in the same request, the same serial under
+	// another issuer's CertID.
+	var mixed, foreignReq ocspRequestASN1
+	asn1.Unmarshal(f.multiRequest(t, nonce(16), f.good), &mixed)
+	asn1.Unmarshal(otherIssuer, &foreignReq)
+	mixed.TBSRequest.RequestList = append(mixed.TBSRequest.RequestList, foreignReq.TBSRequest.RequestList...)
+	mixedDER, _ := asn1.Marshal(mixed)
+	critical := nonce(16)
+	critical = append(critical, pkix.Extension{Id: asn1.ObjectIdentifier{1, 2, 3, 4}, Critical: true, Value: []byte{5, 0}})
 	tests := []struct {
 		name   string
 		get    bool
@@ -167,26 +251,39 @@ func TestOCSPRequests(t *testing.T) {
 		body   []byte
 		code   int
 		status ocsp.ResponseStatus // when 200
-		cert   int                 // when Success: ocsp.Good, Revoked or Unknown
+		certs  []int               // when Success: ocsp.Good, Revoked or Unknown for each certificate, in order
+		nonce  int                 // when Success: octets of the nonce echoed, 0 for none
 	}{
-		{"good, POST", false, "", f.request(t, f.good, crypto.SHA1), 200, ocsp.Success, ocsp.Good},
-		{"revoked, SHA-256", false, "", f.request(t, f.revoked, crypto.SHA256), 200, ocsp.Success, ocsp.Revoked},
-		{"revoked, GET", true, b64(f.request(t, f.revoked, crypto.SHA1)), nil, 200, ocsp.Success, ocsp.Revoked},
-		{"GET, unpadded base64url", true, base64.RawURLEncoding.EncodeToString(f.request(t, f.good, crypto.SHA1)), nil, 200, ocsp.Success, ocsp.Good},
-		{"never issued", false, "", f.request(t, big.NewInt(424242), crypto.SHA1), 200, ocsp.Success, ocsp.Unknown},
-		{"negative serial of a good one", false, "", f.request(t, neg, crypto.SHA1), 200, ocsp.Success, ocsp.Unknown},
-		{"negative serial of a revoked one", false, "", f.request(t, new(big.Int).Neg(f.revoked), crypto.SHA1), 200, ocsp.Success, ocsp.Unknown},
-		{"zero serial", false, "", f.request(t, big.NewInt(0), crypto.SHA1), 200, ocsp.Success, ocsp.Unknown},
-		{"serial over 20 octets", false, "", f.request(t, long, crypto.SHA1), 200, ocsp.Success, ocsp.Unknown},
-		{"two certificates and a nonce", false, "", f.twoCertRequest(t, f.revoked, f.good), 200, ocsp.Success, ocsp.Revoked},
-		{"other issuer", false, "", otherIssuer, 200, ocsp.Unauthorized, 0},
-		{"garbage POST", false, "", []byte("\x30\x03\x02\x01"), 200, ocsp.Malformed, 0},
-		{"empty POST", false, "", nil, 200, ocsp.Malformed, 0},
-		{"trailing data", false, "", append(f.request(t, f.good, crypto.SHA1), 0), 200, ocsp.Malformed, 0},
-		{"POST over the bound", false, "", bytes.Repeat([]byte{0x30}, maxOCSPRequest+1), 400, 0, 0},
-		{"GET over the bound", true, strings.Repeat("MA", maxOCSPRequest), nil, 400, 0, 0},
-		{"GET not base64", true, "!!!", nil, 400, 0, 0},
-		{"GET without a request", true, "", nil, 400, 0, 0},
+		{"good, POST", false, "", f.request(t, f.good, crypto.SHA1), 200, ocsp.Success, []int{ocsp.Good}, 0},
+		{"revoked, SHA-256", false, "", f.request(t, f.revoked, crypto.SHA256), 200, ocsp.Success, []int{ocsp.Revoked}, 0},
+		{"revoked, GET", true, b64(f.request(t, f.revoked, crypto.SHA1)), nil, 200, ocsp.Success, []int{ocsp.Revoked}, 0},
+		{"GET, unpadded base64url", true, base64.RawURLEncoding.EncodeToString(f.request(t, f.good, crypto.SHA1)), nil, 200, ocsp.Success, []int{ocsp.Good}, 0},
+		{"never issued", false, "", f.request(t, big.NewInt(424242), crypto.SHA1), 200, ocsp.Success, []int{ocsp.Unknown}, 0},
+		{"negative serial of a good one", false, "", f.request(t, neg, crypto.SHA1), 200, ocsp.Success, []int{ocsp.Unknown}, 0},
+		{"negative serial of a revoked one", false, "", f.request(t, new(big.Int).Neg(f.revoked), crypto.SHA1), 200, ocsp.Success, []int{ocsp.Unknown}, 0},
+		{"zero serial", false, "", f.request(t, big.NewInt(0), crypto.SHA1), 200, ocsp.Success, []int{ocsp.Unknown}, 0},
+		{"serial over 20 octets", false, "", f.request(t, long, crypto.SHA1), 200, ocsp.Success, []int{ocsp.Unknown}, 0},
+		{"two certificates and a nonce", false, "", f.twoCertRequest(t, f.revoked, f.good), 200, ocsp.Success, []int{ocsp.Revoked, ocsp.Good}, 16},
+		{"two certificates and a nonce, GET", true, b64(f.twoCertRequest(t, f.good, f.revoked)), nil, 200, ocsp.Success, []int{ocsp.Good, ocsp.Revoked}, 16},
+		{"nonce of 1 octet", false, "", f.multiRequest(t, nonce(1), f.good), 200, ocsp.Success, []int{ocsp.Good}, 1},
+		{"nonce of 32 octets", false, "", f.multiRequest(t, nonce(maxOCSPNonce), f.revoked), 200, ocsp.Success, []int{ocsp.Revoked}, maxOCSPNonce},
+		{"nonce of 33 octets", false, "", f.multiRequest(t, nonce(maxOCSPNonce+1), f.good), 200, ocsp.Malformed, nil, 0},
+		{"empty nonce", false, "", f.multiRequest(t, nonce(0), f.good), 200, ocsp.Malformed, nil, 0},
+		{"nonce not an OCTET STRING", false, "", f.multiRequest(t, []pkix.Extension{{Id: oidOCSPNonce, Value: []byte("0123456789abcdef")}}, f.good), 200, ocsp.Malformed, nil, 0},
+		{"two nonces", false, "", f.multiRequest(t, append(nonce(16), nonce(8)...), f.good), 200, ocsp.Malformed, nil, 0},
+		{"unknown critical extension", false, "", f.multiRequest(t, critical, f.good), 200, ocsp.Malformed, nil, 0},
+		{"16 certificates", false, "", f.multiRequest(t, nonce(16), serials(maxOCSPCerts)...), 200, ocsp.Success, want16, 16},
+		{"17 certificates", false, "", f.multiRequest(t, nonce(16), serials(maxOCSPCerts+1)...), 200, ocsp.Malformed, nil, 0},
+		{"no certificate", false, "", f.multiRequest(t, nonce(16)), 200, ocsp.Malformed, nil, 0},
+		{"ours and another issuer's", false, "", mixedDER, 200, ocsp.Success, []int{ocsp.Good, ocsp.Unknown}, 16},
+		{"other issuer", false, "", otherIssuer, 200, ocsp.Unauthorized, nil, 0},
+		{"garbage POST", false, "", []byte("\x30\x03\x02\x01"), 200, ocsp.Malformed, nil, 0},
+		{"empty POST", false, "", nil, 200, ocsp.Malformed, nil, 0},
+		{"trailing data", false, "", append(f.request(t, f.good, crypto.SHA1), 0), 200, ocsp.Malformed, nil, 0},
+		{"POST over the bound", false, "", bytes.Repeat([]byte{0x30}, maxOCSPRequest+1), 400, 0, nil, 0},
+		{"GET over the bound", true, strings.Repeat("MA", maxOCSPRequest), nil, 400, 0, nil, 0},
+		{"GET not base64", true, "!!!", nil, 400, 0, nil, 0},
+		{"GET without a request", true, "", nil, 400, 0, nil, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -200,12 +297,29 @@ func TestOCSPRequests(t *testing.T) {
 			if tt.code != 200 {
 				return
 			}
-			resp, st := f.answer(t, rec)
+			ans, st := f.answer(t, rec)
 			if st != tt.status {
 				t.Fatalf("OCSP status %v, want %v", st, tt.status)
 			}
-			if st == ocsp.Success && resp.Status != tt.cert {
-				t.Fatalf("certificate status %d for serial %x, want %d", resp.Status, resp.SerialNumber, tt.cert)
+			if st != ocsp.Success {
+				return
+			}
+			if len(ans.resps) != len(tt.certs) {
+				t.Fatalf("%d answers, want %d", len(ans.resps), len(tt.certs))
+			}
+			for i, r := range ans.resps {
+				if r.Status != tt.certs[i] {
+					t.Errorf("answer %d: certificate status %d for serial %x, want %d", i, r.Status, r.SerialNumber, tt.certs[i])
+				}
+			}
+			var echoed []byte
+			if ans.nonce != nil {
+				if _, err := asn1.Unmarshal(ans.nonce, &echoed); err != nil {
+					t.Fatalf("echoed nonce %x: %v", ans.nonce, err)
+				}
+			}
+			if len(echoed) != tt.nonce || tt.nonce > 0 && !bytes.Equal(echoed, bytes.Repeat([]byte{7}, tt.nonce)) && !bytes.Equal(echoed, []byte("0123456789abcdef")) {
+				t.Fatalf("nonce echoed %x, want %d octets of the request's", echoed, tt.nonce)
 			}
 		})
 	}
@@ -228,6 +342,9 @@ func FuzzOCSPRequest(f *testing.F) {
 		fx.request(f, new(big.Int).Neg(fx.good), crypto.SHA1),
 		fx.twoCertRequest(f, fx.good, fx.revoked),
 		fx.twoCertRequest(f, fx.revoked, fx.good),
+		fx.multiRequest(f, []pkix.Extension{nonceExt(make([]byte, maxOCSPNonce+1))}, fx.good),
+		fx.multiRequest(f, nil, fx.good, fx.revoked, fx.good, fx.revoked, fx.good, fx.revoked, fx.good, fx.revoked,
+			fx.good, fx.revoked, fx.good, fx.revoked, fx.good, fx.revoked, fx.good, fx.revoked, fx.good),
 	} {
 		f.Add(false, "", der)
 		f.Add(true, url.PathEscape(base64.StdEncoding.EncodeToString(der)), []byte(nil))
@@ -248,7 +365,7 @@ func FuzzOCSPRequest(f *testing.F) {
 		case rec.Code != http.StatusOK:
 			t.Fatalf("HTTP %d (%q) for get=%v path=%q body=%x", rec.Code, rec.Body.Bytes(), get, path, body)
 		}
-		resp, st := fx.answer(t, rec)
+		ans, st := fx.answer(t, rec)
 		switch st {
 		case ocsp.Malformed, ocsp.Unauthorized:
 			return
@@ -257,19 +374,77 @@ func FuzzOCSPRequest(f *testing.F) {
 			t.Fatalf("OCSP error status %v", st)
 		}
 		if !get {
-			if req, err := ocsp.ParseRequest(body); err != nil || req.SerialNumber.Cmp(resp.SerialNumber) != 0 {
-				t.Fatalf("answer about serial %x to a POST of %x (parsed: %v)", resp.SerialNumber, body, err)
+			req, err := parseOCSPRequest(body)
+			if err != nil || len(req.certs) != len(ans.resps) {
+				t.Fatalf("%d answers to a POST of %x (parsed: %v)", len(ans.resps), body, err)
+			}
+			for i, c := range req.certs {
+				if !bytes.Equal(c.raw, ans.certIDs[i]) {
+					t.Fatalf("answer %d about CertID %x, asked %x", i, ans.certIDs[i], c.raw)
+				}
+				if !issuedBy(c, fx.ca.Intermediate()) && ans.resps[i].Status != ocsp.Unknown {
+					t.Fatalf("status %d for another issuer's certificate", ans.resps[i].Status)
+				}
+				if issuedBy(c, fx.ca.Intermediate()) && ans.resps[i].Status == ocsp.Unknown &&
+					(c.serialNumber.Cmp(fx.good) == 0 || c.serialNumber.Cmp(fx.revoked) == 0) {
+					t.Fatalf("unknown for serial %x, which was issued", c.serialNumber)
+				}
+			}
+			if want := req.nonce; (want == nil) != (ans.nonce == nil) || want != nil && !bytes.Equal(want.Value, ans.nonce) {
+				t.Fatalf("nonce %x echoed to a request with %v", ans.nonce, want)
 			}
 		}
-		switch {
-		case resp.Status == ocsp.Good && resp.SerialNumber.Cmp(fx.good) != 0:
-			t.Fatalf("good for serial %x, which is not the good certificate", resp.SerialNumber)
-		case resp.Status == ocsp.Revoked && (resp.SerialNumber.Cmp(fx.revoked) != 0 || resp.RevocationReason != ocsp.KeyCompromise):
-			t.Fatalf("revoked (%d) for serial %x, which is not the revoked certificate", resp.RevocationReason, resp.SerialNumber)
-		case resp.Status == ocsp.Unknown && (resp.SerialNumber.Cmp(fx.good) == 0 || resp.SerialNumber.Cmp(fx.revoked) == 0):
-			t.Fatalf("unknown for serial %x, which was issued", resp.SerialNumber)
-		case resp.Status != ocsp.Good && resp.Status != ocsp.Revoked && resp.Status != ocsp.Unknown:
-			t.Fatalf("certificate status %d", resp.Status)
+		for _, resp := range ans.resps {
+			switch {
+			case resp.Status == ocsp.Good && resp.SerialNumber.Cmp(fx.good) != 0:
+				t.Fatalf("good for serial %x, which is not the good certificate", resp.SerialNumber)
+			case resp.Status == ocsp.Revoked && (resp.SerialNumber.Cmp(fx.revoked) != 0 || resp.RevocationReason != ocsp.KeyCompromise):
+				t.Fatalf("revoked (%d) for serial %x, which is not the revoked certificate", resp.RevocationReason, resp.SerialNumber)
+			case resp.Status != ocsp.Good && resp.Status != ocsp.Revoked && resp.Status != ocsp.Unknown:
+				t.Fatalf("certificate status %d", resp.Status)
+			}
 		}
 	})
+}
+
+// TestOCSPWithOpenSSL: openssl ocsp, as relying parties run it, asks about
+// a good and a revoked certificate in one request with its default random
+// nonce, verifies the response against the root, checks the nonce and
+// reads both statuses.
+func TestOCSPWithOpenSSL(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		if os.Getenv("TRUSTAMP_ALLOW_SKIP") != "" {
+			t.Skip("openssl not installed")
+		}
+		t.Fatal("openssl not installed (TRUSTAMP_ALLOW_SKIP=1 to skip)")
+	}
+	f := newOCSPFixture(t)
+	srv := httptest.NewServer(http.HandlerFunc(f.svc.ServeOCSP))
+	defer srv.Close()
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	inter := write("inter.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.ca.Intermediate().Raw}))
+	root := write("root.pem", f.ca.RootPEM())
+	out, err := exec.Command("openssl", "ocsp", "-issuer", inter, "-CAfile", root, "-verify_other", inter,
+		"-serial", "0x"+ocspGoodSerial, "-serial", "0x"+ocspRevokedSerial, "-url", srv.URL+"/v1/ocsp").CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl ocsp: %v\n%s", err, out)
+	}
+	s := string(out)
+	for _, want := range []string{"Response verify OK", "0x" + ocspGoodSerial + ": good", "0x" + ocspRevokedSerial + ": revoked", "Reason: keyCompromise"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("openssl ocsp output lacks %q:\n%s", want, s)
+		}
+	}
+	for _, bad := range []string{"WARNING", "nonce", "No Status found", "ERROR"} {
+		if strings.Contains(strings.ToLower(s), strings.ToLower(bad)) {
+			t.Errorf("openssl ocsp output says %q:\n%s", bad, s)
+		}
+	}
 }
