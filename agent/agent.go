@@ -13,6 +13,17 @@
 // current only after a connection with them succeeded; a new version is
 // unpacked completely before one symlink rename puts it in force, and an
 // install a crash interrupted is proven or rolled back on the next start.
+//
+// Reconnects: every wait between attempts is "full jitter", uniform in
+// [0, min(cap, base*2^n)] for the n-th failure in a row, so a fleet that
+// lost its server together does not come back in waves. After a failure
+// (network, server down or starting, connection lost, enrollment) base is
+// 1s and cap 30s; after a refusal (certificate revoked, agent quarantined)
+// base is 5s and cap Config.MaxBackoff (`--max-backoff`, default 5m). A
+// successful connection starts both schedules over. A connection lost
+// after it was up is retried by this loop, not by opamp-go's own reconnect
+// (cenkalti/backoff v4 defaults in opamp-go v0.23.0, not configurable);
+// opamp-go still makes one immediate attempt before the agent stops it.
 package agent
 
 import (
