@@ -23,7 +23,8 @@
 // successful connection starts both schedules over. A connection lost
 // after it was up is retried by this loop, not by opamp-go's own reconnect
 // (cenkalti/backoff v4 defaults in opamp-go v0.23.0, not configurable);
-// opamp-go still makes one immediate attempt before the agent stops it.
+// opamp-go still makes one immediate attempt before the agent stops it,
+// and keeps the retries the server paced with Retry-After (503, 429).
 package agent
 
 import (
@@ -670,9 +671,8 @@ func (a *Agent) enrollOnce(ctx context.Context, token string) (*credentials, err
 type refusalLogger struct {
 	log     *slog.Logger
 	refused func(string)
-	// failed gets the other refused handshakes (a 502 from a proxy, a 503
-	// from a server starting) and a broken connection (the server went
-	// away without closing it).
+	// failed gets the other refused handshakes (a 502 from a proxy) and a
+	// broken connection (the server went away without closing it).
 	failed func(string)
 }
 
@@ -686,7 +686,11 @@ func (l refusalLogger) Errorf(_ context.Context, format string, args ...any) {
 		l.refused(msg)
 		return
 	}
-	if strings.Contains(msg, "Server responded with status=") || strings.Contains(msg, "Unexpected error while receiving") {
+	// A 503 or 429 carries the server's Retry-After, which only opamp-go
+	// sees and honours: its retry is left to it.
+	withRetryAfter := strings.Contains(msg, "status=503") || strings.Contains(msg, "status=429")
+	if strings.Contains(msg, "Unexpected error while receiving") ||
+		strings.Contains(msg, "Server responded with status=") && !withRetryAfter {
 		l.failed(msg)
 	}
 	l.log.Debug("opamp client", "msg", msg)

@@ -1,7 +1,10 @@
 package agent
 
 import (
+	"context"
+	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 )
@@ -76,5 +79,28 @@ func TestBackoffResetAfterSuccess(t *testing.T) {
 	b.reset()
 	if d := b.next(); d != time.Second {
 		t.Fatalf("first wait after reset %s, want %s", d, time.Second)
+	}
+}
+
+// opamp-go's log lines are how the agent learns why a reconnect failed: a
+// 401 is a refusal, a 502 or a broken connection is the agent's to retry,
+// a 503/429 (with Retry-After) stays with opamp-go, which honours it.
+func TestRefusalLoggerRoutesFailures(t *testing.T) {
+	var refused, failed []string
+	l := refusalLogger{log: slog.New(slog.DiscardHandler),
+		refused: func(m string) { refused = append(refused, m) },
+		failed:  func(m string) { failed = append(failed, m) }}
+	ctx := context.Background()
+	l.Errorf(ctx, "Server responded with status=%v", "401 Unauthorized")
+	l.Errorf(ctx, "Server responded with status=%v", "502 Bad Gateway")
+	l.Errorf(ctx, "Unexpected error while receiving: %v", "websocket: close 1006 (abnormal closure): unexpected EOF")
+	l.Errorf(ctx, "Server responded with status=%v", "503 Service Unavailable")
+	l.Errorf(ctx, "Server responded with status=%v", "429 Too Many Requests")
+	l.Errorf(ctx, "Connection failed (%v), will retry.", "websocket: bad handshake")
+	if len(refused) != 1 || !strings.Contains(refused[0], "401") {
+		t.Fatalf("refused %q, want the 401 only", refused)
+	}
+	if len(failed) != 2 || !strings.Contains(failed[0], "502") || !strings.Contains(failed[1], "1006") {
+		t.Fatalf("failed %q, want the 502 and the broken connection", failed)
 	}
 }
