@@ -13,6 +13,18 @@
 // current only after a connection with them succeeded; a new version is
 // unpacked completely before one symlink rename puts it in force, and an
 // install a crash interrupted is proven or rolled back on the next start.
+//
+// Reconnects: every wait between attempts is "full jitter", uniform in
+// [0, min(cap, base*2^n)] for the n-th failure in a row, so a fleet that
+// lost its server together does not come back in waves. After a failure
+// (network, server down or starting, connection lost, enrollment) base is
+// 1s and cap 30s; after a refusal (certificate revoked, agent quarantined)
+// base is 5s and cap Config.MaxBackoff (`--max-backoff`, default 5m). A
+// successful connection starts both schedules over. A connection lost
+// after it was up is retried by this loop, not by opamp-go's own reconnect
+// (cenkalti/backoff v4 defaults in opamp-go v0.23.0, not configurable);
+// opamp-go still makes one immediate attempt before the agent stops it,
+// and keeps the retries the server paced with Retry-After (503, 429).
 package agent
 
 import (
@@ -75,7 +87,11 @@ type Config struct {
 	// change it).
 	Heartbeat time.Duration
 	// MaxBackoff caps the wait between connection attempts the server
-	// refused (revoked or quarantined). Zero means 5m.
+	// refused (revoked or quarantined). Zero means 5m. Waits are full
+	// jitter: uniform in [0, min(MaxBackoff, 5s*2^n)] after the n-th
+	// refusal in a row; other failures (network, server down, connection
+	// lost, enrollment) wait uniform in [0, min(30s, 1s*2^n)]. Both start
+	// over after a successful connection.
 	MaxBackoff time.Duration
 	Logger     *slog.Logger
 	// Stdout and Stderr receive the supervised command's output. Nil means
@@ -100,6 +116,10 @@ type Agent struct {
 	// afterSave, in tests, runs once an offered certificate is persisted
 	// and before the switch: where a crash is most interesting.
 	afterSave func()
+	// int64n is the backoff's random source (uniform in [0, n)) and sleep
+	// its clock; New sets math/rand/v2 and a timer, tests replace them.
+	int64n func(n int64) int64
+	sleep  func(ctx context.Context, d time.Duration)
 }
 
 type eventKind int
@@ -108,6 +128,7 @@ const (
 	evSwitch  eventKind = iota // next credentials saved: reconnect with them
 	evRefused                  // the server refused the connection (401)
 	evCSR                      // send a CSR now
+	evLost                     // an established connection was lost
 )
 
 type event struct {
@@ -162,7 +183,7 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger.With("uid", uid.String()), dir: dir, uid: uid, pkgs: pkgs,
-		events: make(chan event, 8)}
+		events: make(chan event, 8), int64n: rand.Int64N, sleep: sleepCtx}
 	a.pkgs.logf = func(f string, args ...any) { a.log.Info(fmt.Sprintf(f, args...)) }
 	a.sup = &supervisor{command: cfg.Command, pkgs: pkgs, health: cfg.HealthWindow, stdout: cfg.Stdout, stderr: cfg.Stderr,
 		env:  []string{"TRUSTAMP_AGENT_UID=" + uid.String()},
@@ -226,7 +247,8 @@ func (a *Agent) setCreds(c *credentials) {
 // the current credentials and becomes current once a connection with it
 // succeeded.
 func (a *Agent) stayConnected(ctx context.Context, next *credentials) error {
-	var backoff time.Duration
+	failed := newBackoff(failBase, failCap, a.int64n)
+	refused := newBackoff(refusedBase, a.cfg.MaxBackoff, a.int64n)
 	for ctx.Err() == nil {
 		a.mu.Lock()
 		use := a.creds
@@ -242,7 +264,7 @@ func (a *Agent) stayConnected(ctx context.Context, next *credentials) error {
 			continue
 		}
 		if err != nil {
-			backoff = a.wait(ctx, backoff, err)
+			a.wait(ctx, failed, refused, err)
 			continue
 		}
 		if next != nil {
@@ -254,7 +276,8 @@ func (a *Agent) stayConnected(ctx context.Context, next *credentials) error {
 			a.setCreds(next)
 			next = nil
 		}
-		backoff = 0
+		failed.reset()
+		refused.reset()
 		a.log.Info("connected", "server", a.cfg.ServerURL, "serial", use.serial())
 		next, err = a.session(ctx, c, use)
 		c.Stop(context.Background())
@@ -262,7 +285,7 @@ func (a *Agent) stayConnected(ctx context.Context, next *credentials) error {
 		a.client = nil
 		a.mu.Unlock()
 		if err != nil {
-			backoff = a.wait(ctx, backoff, err)
+			a.wait(ctx, failed, refused, err)
 		}
 	}
 	return nil
@@ -272,32 +295,31 @@ func (a *Agent) stayConnected(ctx context.Context, next *credentials) error {
 // certificate was revoked or the agent quarantined.
 var errRefused = errors.New("refused by the server (401): certificate revoked or agent quarantined")
 
-// wait sleeps before the next connection attempt: up to MaxBackoff after
-// a refusal, up to 30s after other failures.
-func (a *Agent) wait(ctx context.Context, prev time.Duration, err error) time.Duration {
-	floor, limit := time.Second, 30*time.Second
+// errLost is an established connection that broke (server restarted,
+// network gone): the agent reconnects on its own schedule, not opamp-go's.
+var errLost = errors.New("connection lost")
+
+// wait sleeps before the next connection attempt, on the refused schedule
+// after a refusal and on the failed one otherwise (see Config.MaxBackoff).
+func (a *Agent) wait(ctx context.Context, failed, refused *backoff, err error) {
+	b := failed
 	if errors.Is(err, errRefused) {
-		floor, limit = 5*time.Second, a.cfg.MaxBackoff
+		b = refused
 	}
-	d := min(max(2*prev, floor), limit)
+	d := b.next()
 	if errors.Is(err, errRefused) {
 		a.log.Error("the server refuses this agent: its certificate was revoked or it is quarantined; retrying slowly",
 			"retry_in", d, "err", err)
 	} else {
 		a.log.Warn("connection failed", "err", err, "retry_in", d)
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-	return d
+	a.sleep(ctx, d)
 }
 
 // session serves one connection until ctx ends, new credentials are to be
 // used (returned), or the connection is lost to a refusal (error).
 func (a *Agent) session(ctx context.Context, c client.OpAMPClient, creds *credentials) (*credentials, error) {
+	a.dropStale()
 	renew := time.NewTimer(a.untilRenewal(creds))
 	defer renew.Stop()
 	for {
@@ -320,6 +342,8 @@ func (a *Agent) session(ctx context.Context, c client.OpAMPClient, creds *creden
 				}
 			case evRefused:
 				return nil, fmt.Errorf("%w: %s", errRefused, ev.msg)
+			case evLost:
+				return nil, fmt.Errorf("%w: %s", errLost, ev.msg)
 			case evSwitch:
 				next, err := a.dir.load(nextFile)
 				if err != nil || next == nil {
@@ -347,6 +371,21 @@ func (a *Agent) sendCSR(c client.OpAMPClient) error {
 	}
 	return c.RequestConnectionSettings(&protobufs.ConnectionSettingsRequest{
 		Opamp: &protobufs.OpAMPConnectionSettingsRequest{CertificateRequest: &protobufs.CertificateRequest{Csr: csr}}})
+}
+
+// dropStale discards the refusals and losses a previous connection's
+// client reported after its session had ended (opamp-go may retry once
+// before Stop), keeping the other events in order.
+func (a *Agent) dropStale() {
+	var keep []event
+	for n := len(a.events); n > 0; n-- {
+		if ev := <-a.events; ev.kind != evRefused && ev.kind != evLost {
+			keep = append(keep, ev)
+		}
+	}
+	for _, ev := range keep {
+		a.notify(ev)
+	}
 }
 
 func (a *Agent) notify(ev event) {
@@ -437,9 +476,23 @@ func (a *Agent) connect(ctx context.Context, creds *credentials) (client.OpAMPCl
 		default:
 		}
 	}
-	var connected sync.Once
+	var connected, lost sync.Once
 	var isUp bool
 	var upMu sync.Mutex
+	up := func() bool {
+		upMu.Lock()
+		defer upMu.Unlock()
+		return isUp
+	}
+	// Once up, a failed reconnect ends the session: opamp-go v0.23.0
+	// would retry on its own schedule (cenkalti/backoff v4 defaults:
+	// first retry immediate, then 0.5s*1.5^n +-50%, not configurable);
+	// the agent's loop waits with full jitter instead.
+	onLost := func(msg string) {
+		if up() {
+			lost.Do(func() { a.notify(event{kind: evLost, msg: msg}) })
+		}
+	}
 	cb := types.Callbacks{
 		OnConnect: func(context.Context) {
 			connected.Do(func() { report(nil) })
@@ -450,6 +503,7 @@ func (a *Agent) connect(ctx context.Context, creds *credentials) (client.OpAMPCl
 		OnConnectFailed: func(_ context.Context, err error) {
 			if !strings.Contains(err.Error(), "bad handshake") {
 				report(err)
+				onLost(err.Error())
 			}
 		},
 		OnError: func(_ context.Context, e *protobufs.ServerErrorResponse) {
@@ -486,16 +540,13 @@ func (a *Agent) connect(ctx context.Context, creds *credentials) (client.OpAMPCl
 		},
 	}
 	onRefused := func(msg string) {
-		upMu.Lock()
-		up := isUp
-		upMu.Unlock()
-		if up {
+		if up() {
 			a.notify(event{kind: evRefused, msg: msg})
 		} else {
 			report(fmt.Errorf("%w: %s", errRefused, msg))
 		}
 	}
-	c, err := a.start(ctx, &pair, nil, cb, onRefused)
+	c, err := a.start(ctx, &pair, nil, cb, onRefused, onLost)
 	if err != nil {
 		return nil, err
 	}
@@ -529,7 +580,7 @@ func (a *Agent) enroll(ctx context.Context) (*credentials, error) {
 	if err != nil {
 		return nil, fmt.Errorf("enrollment token: %w", err)
 	}
-	var backoff time.Duration
+	b := newBackoff(failBase, failCap, a.int64n)
 	for {
 		creds, err := a.enrollOnce(ctx, token)
 		if err == nil {
@@ -539,12 +590,10 @@ func (a *Agent) enroll(ctx context.Context) (*credentials, error) {
 		if errors.Is(err, ErrEnrollRefused) || ctx.Err() != nil {
 			return nil, err
 		}
-		backoff = min(max(2*backoff, time.Second), 30*time.Second)
-		a.log.Warn("enrollment failed; retrying", "err", err, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
+		d := b.next()
+		a.log.Warn("enrollment failed; retrying", "err", err, "retry_in", d)
+		if a.sleep(ctx, d); ctx.Err() != nil {
 			return nil, ctx.Err()
-		case <-time.After(backoff):
 		}
 	}
 }
@@ -586,7 +635,7 @@ func (a *Agent) enrollOnce(ctx context.Context, token string) (*credentials, err
 	hdr.Set("Authorization", "Bearer "+token)
 	c, err := a.start(ctx, nil, hdr, cb, func(msg string) {
 		report(fmt.Errorf("%w: %s (token unknown, used up or expired)", ErrEnrollRefused, msg))
-	})
+	}, func(string) {})
 	if err != nil {
 		return nil, err
 	}
@@ -622,6 +671,9 @@ func (a *Agent) enrollOnce(ctx context.Context, token string) (*credentials, err
 type refusalLogger struct {
 	log     *slog.Logger
 	refused func(string)
+	// failed gets the other refused handshakes (a 502 from a proxy) and a
+	// broken connection (the server went away without closing it).
+	failed func(string)
 }
 
 func (l refusalLogger) Debugf(_ context.Context, format string, args ...any) {
@@ -634,18 +686,25 @@ func (l refusalLogger) Errorf(_ context.Context, format string, args ...any) {
 		l.refused(msg)
 		return
 	}
+	// A 503 or 429 carries the server's Retry-After, which only opamp-go
+	// sees and honours: its retry is left to it.
+	withRetryAfter := strings.Contains(msg, "status=503") || strings.Contains(msg, "status=429")
+	if strings.Contains(msg, "Unexpected error while receiving") ||
+		strings.Contains(msg, "Server responded with status=") && !withRetryAfter {
+		l.failed(msg)
+	}
 	l.log.Debug("opamp client", "msg", msg)
 }
 
 // start configures and starts an opamp-go WebSocket client: with a client
 // certificate (mTLS, packages accepted) or with a bearer header
 // (enrollment).
-func (a *Agent) start(ctx context.Context, cert *tls.Certificate, hdr http.Header, cb types.Callbacks, refused func(string)) (client.OpAMPClient, error) {
+func (a *Agent) start(ctx context.Context, cert *tls.Certificate, hdr http.Header, cb types.Callbacks, refused, failed func(string)) (client.OpAMPClient, error) {
 	tlsCfg, err := a.tlsConfig(cert)
 	if err != nil {
 		return nil, err
 	}
-	c := client.NewWebSocket(refusalLogger{log: a.log, refused: refused})
+	c := client.NewWebSocket(refusalLogger{log: a.log, refused: refused, failed: failed})
 	caps := protobufs.AgentCapabilities_AgentCapabilities_ReportsStatus |
 		protobufs.AgentCapabilities_AgentCapabilities_AcceptsOpAMPConnectionSettings |
 		protobufs.AgentCapabilities_AgentCapabilities_ReportsConnectionSettingsStatus |

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -146,6 +147,13 @@ func (r *running) stop(t testing.TB) {
 // startAgent runs an agent against env with its state in dir.
 func startAgent(t testing.TB, env *servertest.Env, dir, token string, pubs []crypto.PublicKey, command ...string) *running {
 	t.Helper()
+	return startAgentWith(t, env, dir, token, pubs, nil, command...)
+}
+
+// startAgentWith is startAgent with tweak applied to the agent before it
+// runs (to inject its random source and clock).
+func startAgentWith(t testing.TB, env *servertest.Env, dir, token string, pubs []crypto.PublicKey, tweak func(*Agent), command ...string) *running {
+	t.Helper()
 	logs := &logBuffer{}
 	cfg := Config{ServerURL: env.URL("ws"), CAPEM: env.CAPEM, StateDir: dir, Type: "demo-agent", PublisherKeys: pubs,
 		Command: command, HealthWindow: 2 * time.Second, Heartbeat: time.Second, MaxBackoff: time.Minute,
@@ -157,6 +165,9 @@ func startAgent(t testing.TB, env *servertest.Env, dir, token string, pubs []cry
 	a, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if tweak != nil {
+		tweak(a)
 	}
 	c, cancel := context.WithCancel(context.Background())
 	r := &running{Agent: a, logs: logs, cancel: cancel, done: make(chan struct{})}
@@ -323,18 +334,85 @@ func TestPackagesUpgradeDowngradeRollback(t *testing.T) {
 // server, and says why.
 func TestRevokedAgentBacksOff(t *testing.T) {
 	env := servertest.Start(t, "")
-	r := startAgent(t, env, t.TempDir(), token(t, env), nil)
+	// The top draw makes the jittered schedule its upper bound; the clock
+	// records each wait and lets the next attempt go at once, until seven.
+	clock := &recordingClock{stopAfter: 7}
+	r := startAgentWith(t, env, t.TempDir(), token(t, env), nil, func(a *Agent) {
+		a.int64n = func(n int64) int64 { return n - 1 }
+		a.sleep = clock.sleep
+	})
 	waitFor(t, "connected", func() bool { return env.Server.OpAMP.Connected(r.UID().String()) == 1 })
 	if _, err := env.Admin.Revoke(ctx(t), api.RevocationRequest{UIDs: []string{r.UID().String()}, Reason: "keyCompromise"}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the agent notices it is refused", func() bool {
-		return strings.Contains(r.logs.String(), "certificate was revoked or it is quarantined")
+	waitFor(t, "seven waits", func() bool { return len(clock.waits()) == 7 })
+	if !strings.Contains(r.logs.String(), "certificate was revoked or it is quarantined") {
+		t.Fatal("the agent does not say why it is refused")
+	}
+	// The server drops the connection (one wait on the failed schedule,
+	// 1s at the top draw), then refuses: 5s doubling up to MaxBackoff (1m
+	// in startAgent), never shorter.
+	got := clock.waits()
+	if got[0] == failBase {
+		got = got[1:]
+	}
+	want := []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, time.Minute, time.Minute}
+	if got = got[:len(want)]; !slices.Equal(got, want) {
+		t.Fatalf("waits after the revocation %v, want %v", got, want)
+	}
+}
+
+// recordingClock is an agent's sleep for tests: it records each wait and
+// returns at once, until stopAfter waits, then blocks until ctx ends.
+type recordingClock struct {
+	mu        sync.Mutex
+	got       []time.Duration
+	stopAfter int
+}
+
+func (c *recordingClock) sleep(ctx context.Context, d time.Duration) {
+	c.mu.Lock()
+	c.got = append(c.got, d)
+	n := len(c.got)
+	c.mu.Unlock()
+	if n >= c.stopAfter {
+		<-ctx.Done()
+	}
+}
+
+func (c *recordingClock) waits() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.got)
+}
+
+// A dropped connection (server restart) is retried on the agent's own
+// jittered schedule, not opamp-go's fixed one, and each successful
+// reconnect starts the schedule over.
+func TestLostConnectionReconnectsOnJitteredSchedule(t *testing.T) {
+	env := servertest.Start(t, "")
+	clock := &recordingClock{stopAfter: 1 << 30}
+	r := startAgentWith(t, env, t.TempDir(), token(t, env), nil, func(a *Agent) {
+		a.int64n = func(n int64) int64 { return n - 1 }
+		a.sleep = clock.sleep
 	})
-	// Backoff starts at 5s: over the next 3s at most one more attempt.
-	before := strings.Count(r.logs.String(), "refuses this agent")
-	time.Sleep(3 * time.Second)
-	if after := strings.Count(r.logs.String(), "refuses this agent"); after-before > 1 {
-		t.Fatalf("%d refused attempts within 3s of backing off", after-before)
+	uid := r.UID().String()
+	waitFor(t, "connected", func() bool { return env.Server.OpAMP.Connected(uid) == 1 })
+	for i := range 3 {
+		before := strings.Count(r.logs.String(), "msg=connected")
+		env.Server.OpAMP.Disconnect(uid)
+		waitFor(t, "reconnected", func() bool {
+			return strings.Count(r.logs.String(), "msg=connected") > before && env.Server.OpAMP.Connected(uid) == 1
+		})
+		if n := len(clock.waits()); n != i+1 {
+			t.Fatalf("after %d drops the agent waited %d times: %v", i+1, n, clock.waits())
+		}
+	}
+	// One wait per drop, each the first of a fresh schedule.
+	if got, want := clock.waits(), []time.Duration{failBase, failBase, failBase}; !slices.Equal(got, want) {
+		t.Fatalf("waits %v, want %v (reset after each successful reconnect)", got, want)
+	}
+	if !strings.Contains(r.logs.String(), "connection lost") {
+		t.Fatal("the agent does not say the connection was lost")
 	}
 }

@@ -96,7 +96,7 @@ directory. A new version that exits within --health-window is rolled back.`,
 	f.DurationVar(&cfg.HealthWindow, "health-window", 10*time.Second, "a new version must stay up this long or it is rolled back")
 	f.BoolVar(&cfg.AcceptServerKeys, "accept-server-keys", false, "accept certificates with a server-made private key")
 	f.DurationVar(&heartbeat, "heartbeat", 30*time.Second, "OpAMP heartbeat interval")
-	f.DurationVar(&maxBackoff, "max-backoff", 5*time.Minute, "longest wait between attempts when the server refuses the agent (revoked)")
+	f.DurationVar(&maxBackoff, "max-backoff", 5*time.Minute, "cap of the jittered wait between attempts when the server refuses the agent (revoked, quarantined)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd
