@@ -324,10 +324,11 @@ func (a *Authority) signEmbedded(ctx context.Context, csr *x509.CertificateReque
 		return nil, issuedRules{}, nil, fmt.Errorf("ca: sign csr for %s: %w", w.uid, err)
 	}
 	rules := issuedRules{issuer: "embedded", extensions: BaseExtensions, pinnedURLs: true,
-		crlURL: a.cfg.CRLURL, ocspURL: a.cfg.OCSPURL, roots: iss.roots, intermediates: iss.intermediates}
+		crlURL: a.cfg.CRLURL, ocspURL: a.cfg.OCSPURL, roots: iss.roots, intermediates: iss.intermediates,
+		signedBy: iss.intermediate}
 	pemChain := func(leaf *x509.Certificate) []byte { return append(pemCert(leaf.Raw), iss.chainPEM...) }
-	// The chain checked is the leaf alone: it must verify through the
-	// intermediates trusted today, not through what smallstep appended.
+	// The chain checked is the leaf alone, issued by the intermediate of
+	// today, not whatever smallstep appended.
 	return chain[:1], rules, pemChain, nil
 }
 

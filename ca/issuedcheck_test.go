@@ -285,3 +285,35 @@ func TestServerMadeKeyCertificateIsProfileOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The embedded issuer's chain rule (its signature was checked when it was
+// made): a leaf naming another issuer, or the intermediate's name with
+// another key id, or an intermediate not valid now, is rejected.
+func TestIssuedCheckSignedByIntermediate(t *testing.T) {
+	a := newCA(t)
+	inter := a.Intermediate()
+	uid := uuid.Must(uuid.NewV7())
+	csr, err := ParseCSR(csrPEM(t, p256(t), &x509.CertificateRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := a.IssueAgent(context.Background(), csr, uid, Profile{Lifetime: time.Hour}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkSignedBy(iss.Leaf, inter, t0); err != nil {
+		t.Fatalf("a certificate of the intermediate: %v", err)
+	}
+	f := newFakeIssuer(t)
+	if err := checkSignedBy(iss.Leaf, f.root, t0); err == nil || !strings.Contains(err.Error(), "issuer") {
+		t.Fatalf("against another issuer: %v, want its issuer named", err)
+	}
+	other := *iss.Leaf
+	other.AuthorityKeyId = []byte{1, 2, 3}
+	if err := checkSignedBy(&other, inter, t0); err == nil || !strings.Contains(err.Error(), "key id") {
+		t.Fatalf("another authority key id: %v", err)
+	}
+	if err := checkSignedBy(iss.Leaf, inter, inter.NotAfter.Add(time.Second)); err == nil || !strings.Contains(err.Error(), "not valid") {
+		t.Fatalf("an expired intermediate: %v", err)
+	}
+}
