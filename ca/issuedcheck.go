@@ -82,7 +82,8 @@ const issueSlack = 2 * time.Minute
 // SAN of any kind; key usage digitalSignature only; extended key usage
 // clientAuth only; not a CA; no extension outside the allowlist and no
 // critical extension not understood; validity within the profile's lifetime;
-// a chain to the pinned roots.
+// a chain to the pinned roots (for the embedded issuer: issued by its
+// current intermediate, see issuedRules.signedBy).
 func checkIssued(chain []*x509.Certificate, w issuedWant, r issuedRules) error {
 	if len(chain) == 0 || slices.Contains(chain, nil) {
 		return errors.New("no certificate")
