@@ -73,18 +73,9 @@ func (s *AgeStore) UpdateAnchor(ctx context.Context, fn func([]byte) ([]byte, er
 	s.anchorMu.Lock()
 	defer s.anchorMu.Unlock()
 	cur, err := readAnchorFile(p)
-	if errors.Is(err, ErrNotFound) {
-		cur, err = nil, nil
-	}
-	if err != nil {
-		return err
-	}
-	next, err := fn(cur)
+	next, err := nextAnchor(cur, err, fn)
 	if err != nil || next == nil {
 		return err
-	}
-	if len(next) > MaxAnchorSize {
-		return fmt.Errorf("keys: state anchor is larger than %d bytes", MaxAnchorSize)
 	}
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return fmt.Errorf("keys: state anchor: %w", err)
@@ -93,6 +84,26 @@ func (s *AgeStore) UpdateAnchor(ctx context.Context, fn func([]byte) ([]byte, er
 		return fmt.Errorf("keys: state anchor: %w", err)
 	}
 	return nil
+}
+
+// nextAnchor is the step both stores share in UpdateAnchor: what was read
+// (no anchor yet is nil), passed to fn, whose answer must fit MaxAnchorSize.
+// A nil answer with no error means "leave it as it is".
+func nextAnchor(cur []byte, readErr error, fn func([]byte) ([]byte, error)) ([]byte, error) {
+	if errors.Is(readErr, ErrNotFound) {
+		cur, readErr = nil, nil
+	}
+	if readErr != nil {
+		return nil, readErr
+	}
+	next, err := fn(cur)
+	if err != nil || next == nil {
+		return nil, err
+	}
+	if len(next) > MaxAnchorSize {
+		return nil, fmt.Errorf("keys: state anchor is larger than %d bytes", MaxAnchorSize)
+	}
+	return next, nil
 }
 
 // anchorSecret is the anchor's name under the store's path. It does not
@@ -139,18 +150,9 @@ func (s *VaultKV) UpdateAnchor(ctx context.Context, fn func([]byte) ([]byte, err
 	p := s.cfg.Path + "/" + anchorSecret
 	for range 5 {
 		cur, version, err := s.readAnchor(ctx)
-		if errors.Is(err, ErrNotFound) {
-			cur, err = nil, nil
-		}
-		if err != nil {
-			return err
-		}
-		next, err := fn(cur)
+		next, err := nextAnchor(cur, err, fn)
 		if err != nil || next == nil {
 			return err
-		}
-		if len(next) > MaxAnchorSize {
-			return fmt.Errorf("keys: state anchor is larger than %d bytes", MaxAnchorSize)
 		}
 		err = s.client.Do(ctx, func(c *vault.Client) error {
 			_, err := c.KVv2(s.cfg.Mount).Put(ctx, p, map[string]any{"anchor": string(next)}, vault.WithCheckAndSet(version))
